@@ -1,0 +1,110 @@
+"""The pipeline's configuration: one pydantic-settings model read from ``UT_*`` environment variables.
+
+S3 access is deliberately absent: boto3 reads its own standard variables and profiles
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ...), so the same code runs against
+AWS, MinIO or the local test server without a custom setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_API_BASE_URL = "https://api.use2.usertesting.com"
+DEFAULT_TOKEN_URL = "https://auth.usertesting.com/oauth2/aus1p3vtd8vtm4Bxv0h8/v1/token"
+ENV_PREFIX = "UT_"
+_SECRET_FIELDS = frozenset({"client_secret", "access_token"})
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _split_ids(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Field ``x`` is read from environment variable ``UT_X``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    api_base_url: str = DEFAULT_API_BASE_URL
+    token_url: str = DEFAULT_TOKEN_URL
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    access_token: SecretStr | None = None
+    token_scope: str = "studies:read"
+
+    test_ids: Annotated[list[UUID], NoDecode] = Field(default_factory=list)
+    workspace_ids: Annotated[list[UUID], NoDecode] = Field(default_factory=list)
+
+    rate_limit_requests: int = Field(default=10, ge=1)
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_margin_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="Added to the window after each response, for clock skew between workers.",
+    )
+    rate_limit_backend: Literal["auto", "s3", "file"] = Field(
+        default="auto",
+        description="Where the shared request ledger lives: the work bucket (s3), a local file, "
+        "or s3 when UT_WORK_BUCKET is set and a file otherwise (auto).",
+    )
+    rate_limit_dir: Path = Path.home() / ".cache" / "ut-pipeline"
+
+    http_timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+
+    work_bucket: str | None = None
+    work_prefix: str = ""
+
+    _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
+
+    @field_validator("api_base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("work_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    def require_bucket(self) -> str:
+        """The work bucket, or a ConfigError naming ``UT_WORK_BUCKET``."""
+        if not self.work_bucket:
+            raise ConfigError(f"{ENV_PREFIX}WORK_BUCKET is not set: name the S3 bucket the pipeline works in")
+        return self.work_bucket
+
+    @property
+    def ledger_backend(self) -> Literal["s3", "file"]:
+        """The rate-limit ledger store that ``rate_limit_backend`` resolves to."""
+        if self.rate_limit_backend == "auto":
+            return "s3" if self.work_bucket else "file"
+        return self.rate_limit_backend
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = f"{ENV_PREFIX}{field.upper()}"
+            raw = os.environ.get(name)
+            shown = f" (got {raw!r})" if raw is not None and field not in _SECRET_FIELDS else ""
+            lines.append(f"{name}: {error['msg']}{shown}")
+        raise ConfigError("; ".join(lines)) from None
