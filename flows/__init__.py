@@ -1,0 +1,10 @@
+"""Prefect flows of the pipeline.
+
+Importing this package switches Prefect's telemetry off unless the user has set it explicitly:
+nothing phones home from a nightly run by default.
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")

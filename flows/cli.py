@@ -1,0 +1,112 @@
+"""``ut-pipeline``: the command line that operators and automation call.
+
+Exit codes: 0 success, 1 the work ran but some of it failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from tasks.redact import install_redaction
+from tasks.results_api import ApiError, ResultsApiClient, open_client
+from tasks.settings import ConfigError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _aware(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a timezone, e.g. {value}Z or {value}+00:00")
+    return parsed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ut-pipeline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every API call")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser(
+        "demo",
+        help="run the pipeline end to end on the local sandbox API and a local S3 server",
+    )
+
+    sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
+    sessions.add_argument(
+        "--test-id", action="append", type=UUID, default=[], help="repeatable; default UT_TEST_IDS"
+    )
+    sessions.add_argument("--since", type=_aware, help="ISO time with zone: finished at or after")
+    sessions.add_argument("--until", type=_aware, help="ISO time with zone: finished before")
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("ut_pipeline.api").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_redaction(logging.getLogger("ut_pipeline"))
+
+
+def test_ids_to_cover(
+    client: ResultsApiClient, test_ids: Sequence[UUID], workspace_ids: Sequence[UUID]
+) -> list[UUID]:
+    """The tests named explicitly plus the Results API (STUDYV2) tests of the named workspaces."""
+    found = list(dict.fromkeys(test_ids))
+    for workspace in workspace_ids:
+        for study in client.workspace_tests(workspace):
+            if study.is_results_api_test and UUID(study.uuid) not in found:
+                found.append(UUID(study.uuid))
+    return found
+
+
+def list_sessions(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    client = open_client(settings)
+    try:
+        tests = test_ids_to_cover(client, args.test_id or settings.test_ids, settings.workspace_ids)
+        if not tests:
+            raise ConfigError("no tests to list: pass --test-id, or set UT_TEST_IDS or UT_WORKSPACE_IDS")
+        for test in tests:
+            count = 0
+            for session in client.completed_sessions(test, args.since, args.until):
+                count += 1
+                print(
+                    f"{test}\t{session.session_id}\t{session.finish_time.isoformat() if session.finish_time else ''}"
+                )
+            print(f"# test {test}: {count} completed sessions", file=sys.stderr)
+    finally:
+        client.close()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        if args.command == "demo":
+            from flows.demo import run_demo
+
+            return run_demo()
+        return list_sessions(args)
+    except ConfigError as exc:
+        print(f"ut-pipeline: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiError as exc:
+        print(f"ut-pipeline: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
