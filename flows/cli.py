@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 the work ran but some of it failed, 2 usage or configur
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,19 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run the pipeline end to end on the local sandbox API and a local S3 server",
     )
+
+    backfill = commands.add_parser("backfill", help="ingest chosen tests, time ranges or sessions")
+    backfill.add_argument(
+        "--test-id", action="append", type=UUID, default=[], help="repeatable; default UT_TEST_IDS"
+    )
+    backfill.add_argument("--since", type=_aware, help="ISO time with zone: finished at or after")
+    backfill.add_argument("--until", type=_aware, help="ISO time with zone: finished before")
+    backfill.add_argument(
+        "--session-id", action="append", type=UUID, default=[], help="repeatable: only these"
+    )
+    backfill.add_argument("--force", action="store_true", help="ingest again what is already done")
+
+    commands.add_parser("nightly", help="ingest what finished since each test's watermark (UT_* settings)")
 
     sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
     sessions.add_argument(
@@ -89,6 +103,31 @@ def list_sessions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_flow(args: argparse.Namespace) -> int:
+    """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
+    from flows.ingest import BackfillParams, backfill, nightly
+
+    settings = load_settings()
+    settings.require_bucket()  # fail before Prefect starts, with the variable's name
+    if args.command == "backfill" and not (args.test_id or settings.test_ids):
+        raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")
+    if args.command == "nightly" and not (settings.test_ids or settings.workspace_ids):
+        raise ConfigError("UT_TEST_IDS and UT_WORKSPACE_IDS are both empty: nothing to do")
+    if args.command == "backfill":
+        params = BackfillParams(
+            test_ids=args.test_id,
+            since=args.since,
+            until=args.until,
+            session_ids=args.session_id,
+            force=args.force,
+        )
+        summary = backfill(params)
+    else:
+        summary = nightly()
+    print(json.dumps(summary, indent=2))
+    return EXIT_FAILED if summary["failures"] or summary["test_errors"] else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.verbose)
@@ -97,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flows.demo import run_demo
 
             return run_demo()
-        return list_sessions(args)
+        if args.command == "sessions":
+            return list_sessions(args)
+        return run_flow(args)
     except ConfigError as exc:
         print(f"ut-pipeline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

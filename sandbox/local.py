@@ -57,6 +57,15 @@ class LocalWorld:
         response.raise_for_status()
         return response.json()
 
+    def api_calls(self, operation: str | None = None, *, since: int = 0) -> list[dict[str, Any]]:
+        """Results API requests as the sandbox counted them (from index ``since``), optionally of one operation."""
+        calls = self.admin("GET", "stats")["api_requests"][since:]
+        return [c for c in calls if operation is None or c["operation"] == operation]
+
+    def mark(self) -> int:
+        """A position in the sandbox's request log, for :meth:`api_calls` ``since``."""
+        return len(self.admin("GET", "stats")["api_requests"])
+
     def s3_client(self) -> Any:
         return boto3.client(
             "s3",

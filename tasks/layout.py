@@ -2,6 +2,9 @@
 
 The layout is a contract with the teams that read the bucket; the README documents it.
 
+    {prefix}sessions/{session_id}/video.mp4     the session video, byte for byte as UserTesting serves it
+    {prefix}sessions/{session_id}/session.json  where the session stands (see tasks/records.py)
+    {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
     {prefix}state/ratelimit/{client_key}.json   the shared Results API request ledger
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from uuid import UUID
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,19 @@ class BucketLayout:
     """Object keys under one prefix (``""`` or ``"some/path/"``, as :class:`Settings` normalises it)."""
 
     prefix: str = ""
+
+    def session_dir(self, session_id: UUID) -> str:
+        # Only a UUID becomes part of a key: nothing from outside can steer a write elsewhere.
+        return f"{self.prefix}sessions/{UUID(str(session_id))}/"
+
+    def session_video(self, session_id: UUID) -> str:
+        return f"{self.session_dir(session_id)}video.mp4"
+
+    def session_json(self, session_id: UUID) -> str:
+        return f"{self.session_dir(session_id)}session.json"
+
+    def watermark(self, test_id: UUID) -> str:
+        return f"{self.prefix}state/watermarks/{UUID(str(test_id))}.json"
 
     def rate_limit_ledger(self, client_key: str) -> str:
         return f"{self.prefix}state/ratelimit/{client_key}.json"

@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     work_bucket: str | None = None
     work_prefix: str = ""
 
+    download_concurrency: int = Field(default=4, ge=1, description="videos streamed at once per flow run")
+    part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
+    session_lease_seconds: float = Field(
+        default=120.0, gt=0, description="how long a killed run keeps its sessions claimed"
+    )
+    nightly_lookback_days: float = Field(
+        default=7.0, gt=0, description="how far back a first nightly run looks"
+    )
+
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 
     @field_validator("api_base_url", "token_url")

@@ -1,0 +1,129 @@
+"""Prefect tasks: thin wrappers that give the plain functions a run log, retries and a place in the UI.
+
+Inputs are plain data (ids, session summaries, flags), so any worker can run any task. Clients
+are built once per worker process from the settings (:func:`runtime`), not shipped with the task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger, task
+
+from tasks.http import new_client
+from tasks.ingest import Ingestor, Outcome
+from tasks.layout import BucketLayout
+from tasks.models import SessionSummary
+from tasks.results_api import ResultsApiClient, open_client
+from tasks.settings import Settings, load_settings
+from tasks.storage import s3_client
+from tasks.transfer import MIB
+from tasks.watermarks import WatermarkStore
+
+
+@dataclass
+class Runtime:
+    """The clients one worker process shares across its tasks."""
+
+    settings: Settings
+    client: ResultsApiClient
+    s3: Any
+    bucket: str
+    layout: BucketLayout
+    ingestor: Ingestor
+    watermarks: WatermarkStore
+
+
+_runtimes: dict[str, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's clients for the current settings (built on first use, then reused)."""
+    settings = load_settings()
+    key = settings.model_dump_json()
+    with _runtimes_lock:
+        if key not in _runtimes:
+            s3 = s3_client(max_pool_connections=4 * settings.download_concurrency + 8)
+            bucket = settings.require_bucket()
+            layout = BucketLayout(settings.work_prefix)
+            client = open_client(settings, s3=s3)
+            ingestor = Ingestor(
+                client,
+                s3,
+                bucket,
+                layout,
+                new_client(
+                    timeout_seconds=settings.http_timeout_seconds,
+                    max_connections=settings.download_concurrency,
+                ),
+                part_size=settings.part_size_mib * MIB,
+                lease_seconds=settings.session_lease_seconds,
+                progress=_ProgressLog().update,
+            )
+            watermarks = WatermarkStore(s3, bucket, layout)
+            _runtimes[key] = Runtime(settings, client, s3, bucket, layout, ingestor, watermarks)
+        return _runtimes[key]
+
+
+class _ProgressLog:
+    """Logs long transfers every few seconds (percent and MB/s), not every chunk."""
+
+    every_seconds = 5.0
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def update(self, session_id: str, received: int, total: int | None) -> None:
+        now = time.monotonic()
+        last_time, last_bytes = self._last.setdefault(session_id, (now, 0))
+        if now - last_time < self.every_seconds and (total is None or received < total):
+            return
+        self._last[session_id] = (now, received)
+        rate = (received - last_bytes) / max(now - last_time, 1e-6) / 1e6
+        share = f"{100 * received / total:.0f}%" if total else f"{received / 1e6:.0f} MB"
+        get_run_logger().info("session %s: %s transferred, %.1f MB/s", session_id, share, rate)
+        if total is not None and received >= total:
+            self._last.pop(session_id, None)
+
+
+@task(name="enumerate-sessions", task_run_name="enumerate {test_id}")
+def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | None) -> list[SessionSummary]:
+    """The test's completed sessions finished in ``[since, until)``."""
+    sessions = list(runtime().client.completed_sessions(test_id, since, until))
+    get_run_logger().info(
+        "test %s: %d completed sessions finished in [%s, %s)",
+        test_id,
+        len(sessions),
+        since.isoformat() if since else "the beginning",
+        until.isoformat() if until else "now",
+    )
+    return sessions
+
+
+@task(name="ingest-session", task_run_name="ingest {session.session_id}")
+def ingest_session(session: SessionSummary, test_id: UUID, run_id: str, force: bool) -> Outcome:
+    """Stream one session's video into the work bucket and record the outcome in ``session.json``."""
+    outcome = runtime().ingestor.ingest(session, test_id, run_id, force=force)
+    logger = get_run_logger()
+    if outcome.status == "failed":
+        logger.error("session %s: failed: %s", outcome.session_id, outcome.reason)
+    else:
+        logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
+    return outcome
+
+
+@task(name="read-watermark")
+def read_watermark(test_id: UUID) -> datetime | None:
+    return runtime().watermarks.get(test_id)
+
+
+@task(name="advance-watermark")
+def advance_watermark(test_id: UUID, until: datetime, run_id: str) -> None:
+    runtime().watermarks.advance(test_id, until, run_id)
+    get_run_logger().info("test %s: watermark advanced to %s", test_id, until.isoformat())

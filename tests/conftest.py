@@ -1,0 +1,70 @@
+"""Shared fixtures: the local world (sandbox Results API + local S3) as real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.local import LocalWorld, start_local_world
+from tasks.results_api import ResultsApiClient, open_client
+from tasks.settings import load_settings
+
+# Tests must never reach the real API or AWS, whatever the developer's shell exports.
+for _name in [n for n in os.environ if n.startswith(("UT_", "AWS_", "PREFECT_API_URL"))]:
+    del os.environ[_name]
+
+# A compressed clock: 10 requests per second keeps the suite fast and the limiter exercised.
+FAST = {"rate_limit": 10, "rate_window": 1.0}
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[LocalWorld]:
+    """One local world for the session, on a one-second rate window."""
+    with start_local_world(**FAST) as started:
+        yield started
+
+
+@pytest.fixture
+def fresh_world() -> Iterator[Callable[..., LocalWorld]]:
+    """A factory for worlds with their own time scale (short token or link lifetimes)."""
+    with ExitStack() as stack:
+
+        def make(**kwargs: Any) -> LocalWorld:
+            return stack.enter_context(start_local_world(**{**FAST, **kwargs}))
+
+        yield make
+
+
+def env_for(world: LocalWorld, ledger_dir: Path) -> dict[str, str]:
+    """The production variables pointed at ``world``, on its fast clock, with a private file ledger."""
+    return {
+        **world.env,
+        "UT_RATE_LIMIT_REQUESTS": str(FAST["rate_limit"]),
+        "UT_RATE_LIMIT_WINDOW_SECONDS": str(FAST["rate_window"]),
+        "UT_RATE_LIMIT_MARGIN_SECONDS": "0.02",
+        "UT_RATE_LIMIT_BACKEND": "file",
+        "UT_RATE_LIMIT_DIR": str(ledger_dir),
+    }
+
+
+@pytest.fixture
+def world_env(world: LocalWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """The session world, its counters reset, as this test's environment."""
+    env = env_for(world, tmp_path / "ledger")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    world.admin("POST", "reset")
+    return env
+
+
+@pytest.fixture
+def client(world_env: dict[str, str]) -> Iterator[ResultsApiClient]:
+    api = open_client(load_settings(max_attempts=4))
+    api.max_backoff = 0.2
+    yield api
+    api.close()
