@@ -123,11 +123,15 @@ def ingest_windows(
 
 
 @flow(name="ut-backfill", log_prints=True)
-def backfill(params: BackfillParams) -> dict[str, Any]:
+def backfill(params: BackfillParams | None = None) -> dict[str, Any]:
     """Ingest (again) chosen tests, time ranges or sessions, started by hand or from the UI's form."""
+    params = params or BackfillParams()
     tests = params.test_ids or runtime().settings.test_ids
     if not tests:
         raise ValueError("no tests given and UT_TEST_IDS is empty")
+    if Stage.INGEST not in params.stages:
+        get_run_logger().info("no stage selected: nothing to do")
+        return RunReport().as_dict()
     report = ingest_windows(
         {t: (params.since, params.until) for t in tests}, session_ids=params.session_ids, force=params.force
     )

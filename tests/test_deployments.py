@@ -1,0 +1,123 @@
+"""The deployments on a real local Prefect server, run by a real process worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.local import LocalWorld
+from sandbox.world import CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
+from tests.conftest import env_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Prefect server of its own (SQLite in a temp dir); yields the environment that reaches it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.3)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_register_and_run_backfill_through_a_worker(
+    prefect_api: dict[str, str], world: LocalWorld, tmp_path: Path
+) -> None:
+    env = {**prefect_api, **env_for(world, tmp_path / "ledger"), "UT_WORK_PREFIX": "deployed/"}
+    root = Path(__file__).resolve().parent.parent
+    register = subprocess.run(
+        [sys.executable, "-m", "deployments.register", "--pool", "test-pool"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert register.returncode == 0, register.stderr[-3000:]
+    assert "ut-backfill/backfill" in register.stdout and "ut-nightly/nightly" in register.stdout
+
+    script = f"""
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    nightly = client.read_deployment_by_name("ut-nightly/nightly")
+    (schedule,) = nightly.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC"), schedule
+    backfill = client.read_deployment_by_name("ut-backfill/backfill")
+    assert backfill.schedules == []
+    run = client.create_flow_run_from_deployment(backfill.id, parameters={{"params": {{"test_ids": ["{CHECKOUT_TEST_ID}"]}}}})
+    print(run.id)
+"""
+    created = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert created.returncode == 0, created.stderr[-3000:]
+    flow_run_id = created.stdout.strip().splitlines()[-1]
+
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
+
+    state = _flow_run_state(env, flow_run_id)
+    assert state == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+    s3 = world.s3_client()
+    for session_id in CHECKOUT_SPEECH_SESSION_IDS:
+        key = f"deployed/sessions/{session_id}/session.json"
+        assert b'"status": "done"' in s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
+
+
+def _flow_run_state(env: dict[str, Any], flow_run_id: str) -> str:
+    script = f"""
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    print(client.read_flow_run("{flow_run_id}").state.type.value)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
