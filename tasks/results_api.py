@@ -301,8 +301,8 @@ class ResultsApiClient:
         return response if isinstance(response, NotFound) else response.text
 
     def workspaces(self) -> list[Workspace]:
-        """``GET /v1/workspaces``: the workspaces these credentials can see."""
-        response = self._request("listWorkspaces", "/v1/workspaces", resource_id="")
+        """``GET /v1/workspaces`` (served under ``/usertesting/api``, as the v1 spec's server URL says)."""
+        response = self._request("listWorkspaces", "/usertesting/api/v1/workspaces", resource_id="")
         return (
             [] if isinstance(response, NotFound) else [Workspace.model_validate(w) for w in response.json()]
         )
@@ -314,7 +314,7 @@ class ResultsApiClient:
         while True:
             response = self._request(
                 "getWorkspaceStudies",
-                "/v1/workspaces/{workspaceUuid}",
+                "/usertesting/api/v1/workspaces/{workspaceUuid}",
                 path_params={"workspaceUuid": wid},
                 params={"after": after} if after else None,
                 resource_id=wid,
