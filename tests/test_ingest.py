@@ -193,14 +193,17 @@ def test_killed_run_is_taken_over_with_nothing_lost(fresh_world: Any, tmp_path: 
         "UT_WORK_PREFIX": "killed/",
     }
     cmd = [sys.executable, "-m", "flows.cli", "backfill", "--test-id", str(CHECKOUT_TEST_ID)]
-    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group, killed whole: the run and the ephemeral Prefect server it started.
+    victim = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     s3 = world.s3_client()
     deadline = time.monotonic() + 120
     while not s3.list_multipart_uploads(Bucket=world.bucket).get("Uploads"):
         assert time.monotonic() < deadline and victim.poll() is None, "the transfer never started"
         time.sleep(0.05)
     time.sleep(1.0)
-    victim.send_signal(signal.SIGKILL)
+    os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert s3.list_multipart_uploads(Bucket=world.bucket).get("Uploads")  # left behind by the kill
 
