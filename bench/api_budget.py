@@ -24,9 +24,10 @@ from typing import Any
 
 
 def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
-    from flows.ingest import BackfillParams, backfill
+    from flows.pipeline import BackfillParams, backfill
     from sandbox.local import max_in_window, start_local_world
     from sandbox.world import ONBOARDING_SPAN, ONBOARDING_TEST_ID
+    from tasks.records import Stage
 
     # The onboarding test spreads 1,230 sessions over two years: pick a `since` that covers `sessions`.
     spacing = ONBOARDING_SPAN / 1230
@@ -47,7 +48,7 @@ def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
             }
         )
         started = time.monotonic()
-        summary = backfill(BackfillParams(test_ids=[ONBOARDING_TEST_ID], since=since))
+        summary = backfill(BackfillParams(test_ids=[ONBOARDING_TEST_ID], since=since, stages=[Stage.INGEST]))
         wall = time.monotonic() - started
         stats = world.admin("GET", "stats")
 
@@ -61,7 +62,7 @@ def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
     for v in sorted(stats["video_requests"], key=lambda v: v["t"]):
         first_get.setdefault(v["session_id"], v["t"])
     leads = [first_get[s] - t for s, t in link_at.items() if s in first_get]
-    ingested = summary["counts"].get("done", 0)
+    ingested = summary["counts"].get("ingest", {}).get("done", 0)
     return {
         "window_s": window,
         "limit": limit,

@@ -5,7 +5,8 @@
 - ``ut-nightly/nightly``: on a cron schedule (default 02:00 UTC), one run at a time, so a slow
   night never overlaps the next.
 - ``ut-backfill/backfill``: no schedule; started from the UI's "Custom run", whose form is
-  rendered from :class:`flows.ingest.BackfillParams`.
+  rendered from :class:`flows.pipeline.BackfillParams`.
+- ``ut-reprocess/reprocess``: no schedule; chosen stages again for ingested sessions.
 
 Both run on a process work pool (created if missing). A process worker runs flows with its own
 environment, so start it with the ``UT_*`` and ``AWS_*`` variables set. ``--source`` is where
@@ -41,8 +42,9 @@ def register(
 ) -> dict[str, UUID]:
     """Create or update both deployments; returns their ids by name."""
     ensure_work_pool(pool)
-    nightly = flow.from_source(source=source, entrypoint="flows/ingest.py:nightly")
-    backfill = flow.from_source(source=source, entrypoint="flows/ingest.py:backfill")
+    nightly = flow.from_source(source=source, entrypoint="flows/pipeline.py:nightly")
+    backfill = flow.from_source(source=source, entrypoint="flows/pipeline.py:backfill")
+    reprocess = flow.from_source(source=source, entrypoint="flows/pipeline.py:reprocess")
     return {
         "ut-nightly/nightly": nightly.deploy(
             name="nightly",
@@ -57,7 +59,14 @@ def register(
             name="backfill",
             work_pool_name=pool,
             tags=["ut-pipeline", "backfill"],
-            description="Ingest chosen tests, time ranges or sessions: start a custom run from the UI.",
+            description="Ingest and process chosen tests, time ranges or sessions: a custom run from the UI.",
+            print_next_steps=False,
+        ),
+        "ut-reprocess/reprocess": reprocess.deploy(
+            name="reprocess",
+            work_pool_name=pool,
+            tags=["ut-pipeline", "reprocess"],
+            description="Transcribe and/or extract frames again for ingested sessions (no API calls).",
             print_next_steps=False,
         ),
     }

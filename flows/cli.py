@@ -18,6 +18,7 @@ from tasks.results_api import ApiError, ResultsApiClient, open_client
 from tasks.settings import ConfigError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STAGES = ["ingest", "transcribe", "frames"]
 
 
 def _aware(value: str) -> datetime:
@@ -46,9 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--session-id", action="append", type=UUID, default=[], help="repeatable: only these"
     )
-    backfill.add_argument("--force", action="store_true", help="ingest again what is already done")
+    backfill.add_argument("--force", action="store_true", help="redo what is already done")
+    backfill.add_argument("--stage", action="append", choices=STAGES, default=[], help="repeatable; default all")
 
-    commands.add_parser("nightly", help="ingest what finished since each test's watermark (UT_* settings)")
+    commands.add_parser("nightly", help="ingest and process what finished since each test's watermark")
+
+    reprocess = commands.add_parser("reprocess", help="run stages again on ingested sessions (no API calls)")
+    reprocess.add_argument("--session-id", action="append", type=UUID, default=[], help="repeatable")
+    reprocess.add_argument("--test-id", action="append", type=UUID, default=[], help="repeatable")
+    reprocess.add_argument(
+        "--stage", action="append", choices=["transcribe", "frames"], default=[], help="repeatable; default both"
+    )
 
     sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
     sessions.add_argument(
@@ -105,24 +114,33 @@ def list_sessions(args: argparse.Namespace) -> int:
 
 def run_flow(args: argparse.Namespace) -> int:
     """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
-    from flows.ingest import BackfillParams, backfill, nightly
+    from flows.pipeline import BackfillParams, ReprocessParams, backfill, nightly, reprocess
 
     settings = load_settings()
     settings.require_bucket()  # fail before Prefect starts, with the variable's name
-    if args.command == "backfill" and not (args.test_id or settings.test_ids):
-        raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")
-    if args.command == "nightly" and not (settings.test_ids or settings.workspace_ids):
-        raise ConfigError("UT_TEST_IDS and UT_WORKSPACE_IDS are both empty: nothing to do")
     if args.command == "backfill":
+        if not (args.test_id or settings.test_ids):
+            raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")
         params = BackfillParams(
             test_ids=args.test_id,
             since=args.since,
             until=args.until,
             session_ids=args.session_id,
             force=args.force,
+            **({"stages": args.stage} if args.stage else {}),
         )
         summary = backfill(params)
+    elif args.command == "reprocess":
+        if not (args.test_id or args.session_id):
+            raise ConfigError("name what to reprocess: --session-id or --test-id")
+        summary = reprocess(
+            ReprocessParams(
+                session_ids=args.session_id, test_ids=args.test_id, **({"stages": args.stage} if args.stage else {})
+            )
+        )
     else:
+        if not (settings.test_ids or settings.workspace_ids):
+            raise ConfigError("UT_TEST_IDS and UT_WORKSPACE_IDS are both empty: nothing to do")
         summary = nightly()
     print(json.dumps(summary, indent=2))
     return EXIT_FAILED if summary["failures"] or summary["test_errors"] else EXIT_OK

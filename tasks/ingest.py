@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -18,6 +17,7 @@ import httpx
 
 from tasks.layout import BucketLayout
 from tasks.models import NotFound, SessionSummary
+from tasks.outcome import Outcome
 from tasks.records import (
     Conflict,
     ErrorInfo,
@@ -34,22 +34,6 @@ from tasks.results_api import ApiError, ResultsApiClient
 from tasks.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
 
 log = logging.getLogger("ut_pipeline.ingest")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one session's ingest ended, for the run's summary."""
-
-    session_id: str
-    test_id: str | None
-    status: str  # done | no_video | failed | skipped
-    reason: str
-    bytes: int = 0
-    link_requests: int = 0
-    resumes: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _NoVideo(Exception):
@@ -69,11 +53,13 @@ class Ingestor:
         *,
         part_size: int = DEFAULT_PART_SIZE,
         lease_seconds: float = 120.0,
+        vendor_transcripts: bool = False,
         progress: Callable[[str, int, int | None], None] | None = None,
     ) -> None:
         self.client, self.s3, self.bucket, self.layout, self.http = client, s3, bucket, layout, http
         self.records = RecordStore(s3, bucket, layout)
         self.part_size, self.lease_seconds, self.progress = part_size, lease_seconds, progress
+        self.vendor_transcripts = vendor_transcripts
 
     def ingest(self, session: SessionSummary, test_id: UUID, run_id: str, *, force: bool = False) -> Outcome:
         sid = session.session_id
@@ -81,7 +67,7 @@ class Ingestor:
         record, etag = self.records.get(sid)
         if record is not None and not force:
             if record.has_video:
-                return outcome("skipped", "already ingested")
+                return outcome("skipped", "already ingested", has_video=True)
             if record.status is Status.NO_VIDEO:
                 return outcome("skipped", "recorded as having no video")
         if record is not None and record.lease and record.lease.held_by_other(run_id, utcnow()):
@@ -165,7 +151,20 @@ class Ingestor:
         )
         if not self._finish(final, state["etag"], link_requests):
             return outcome("skipped", "another run took the session over", result.bytes, link_requests)
-        return outcome("done", "ingested", result.bytes, link_requests, result.resumes)
+        return outcome("done", "ingested", result.bytes, link_requests, result.resumes, has_video=True)
+
+    def _vendor_transcript(self, session_id: UUID) -> str | None:
+        """UserTesting's own WebVTT (think-out-loud and live sessions only), stored beside the video."""
+        try:
+            vtt = self.client.transcript_vtt(session_id)
+        except ApiError as exc:  # the video is in: a missing extra is a warning, not a failure
+            log.warning("session %s: vendor transcript not fetched: %s", session_id, exc)
+            return None
+        if isinstance(vtt, NotFound):
+            return None
+        key = self.layout.session_file(session_id, "vendor-transcript.vtt")
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=vtt.encode(), ContentType="text/vtt")
+        return key
 
     def _finish(self, record: SessionRecord, etag: str | None, link_requests: int) -> bool:
         """Write the final record; False if another run claimed the session meanwhile."""

@@ -4,6 +4,10 @@ The layout is a contract with the teams that read the bucket; the README documen
 
     {prefix}sessions/{session_id}/video.mp4     the session video, byte for byte as UserTesting serves it
     {prefix}sessions/{session_id}/session.json  where the session stands (see tasks/records.py)
+    {prefix}sessions/{session_id}/vendor-transcript.vtt   UserTesting's own transcript (optional)
+    {prefix}sessions/{session_id}/transcript.json|.vtt|.srt   Whisper's transcript
+    {prefix}sessions/{session_id}/frames/*.jpg, frames/index.json   interval and scene frames
+    {prefix}dataset/sessions.parquet           one row per session: the ML-ready table
     {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
     {prefix}state/ratelimit/{client_key}.json   the shared Results API request ledger
 """
@@ -30,6 +34,16 @@ class BucketLayout:
 
     def session_json(self, session_id: UUID) -> str:
         return f"{self.session_dir(session_id)}session.json"
+
+    def session_file(self, session_id: UUID, name: str) -> str:
+        """``transcript.json``, ``frames/index.json``, ... next to the session's video."""
+        return f"{self.session_dir(session_id)}{name}"
+
+    def dataset_table(self) -> str:
+        return f"{self.prefix}dataset/sessions.parquet"
+
+    def sessions_root(self) -> str:
+        return f"{self.prefix}sessions/"
 
     def watermark(self, test_id: UUID) -> str:
         return f"{self.prefix}state/watermarks/{UUID(str(test_id))}.json"

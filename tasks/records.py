@@ -32,6 +32,14 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class Stage(StrEnum):
+    """The pipeline's stages, in order; a run may ask for any subset."""
+
+    INGEST = "ingest"
+    TRANSCRIBE = "transcribe"
+    FRAMES = "frames"
+
+
 class ErrorInfo(BaseModel):
     stage: str
     message: str
@@ -64,6 +72,42 @@ class IngestInfo(BaseModel):
     finished_at: datetime | None = None
 
 
+class MediaSummary(BaseModel):
+    """What probing the video found."""
+
+    duration: float | None = None
+    container: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    audio_sample_rate: int | None = None
+
+
+class TranscriptInfo(BaseModel):
+    json_key: str
+    vtt_key: str
+    srt_key: str
+    text: str
+    language: str | None = None
+    model: str
+    backend: str
+    audio_seconds: float | None = None
+    segments: int = 0
+    real_time_factor: float | None = None
+
+
+class FramesInfo(BaseModel):
+    prefix: str
+    index_key: str
+    count: int
+    interval_count: int
+    scene_count: int
+    frame_rate: float
+    scene_threshold: float
+
+
 class SessionRecord(BaseModel):
     """The contents of ``sessions/{session_id}/session.json`` (documented in the README)."""
 
@@ -77,6 +121,11 @@ class SessionRecord(BaseModel):
     video: VideoInfo | None = None
     api: dict[str, Any] = Field(default_factory=dict, description="the session as the Results API listed it")
     ingest: IngestInfo = Field(default_factory=IngestInfo)
+    vendor_transcript_key: str | None = None
+    media: MediaSummary | None = None
+    transcript: TranscriptInfo | None = None
+    frames: FramesInfo | None = None
+    processed_by: str | None = Field(default=None, description="the run that last processed the video")
     lease: Lease | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 

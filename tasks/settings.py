@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     work_prefix: str = ""
 
     download_concurrency: int = Field(default=4, ge=1, description="videos streamed at once per flow run")
+    process_concurrency: int = Field(default=1, ge=1, description="sessions transcribed at once per flow run")
     part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
     session_lease_seconds: float = Field(
         default=120.0, gt=0, description="how long a killed run keeps its sessions claimed"
@@ -74,6 +75,18 @@ class Settings(BaseSettings):
     nightly_lookback_days: float = Field(
         default=7.0, gt=0, description="how far back a first nightly run looks"
     )
+
+    ffmpeg_path: str | None = Field(default=None, description="a system ffmpeg; default: imageio-ffmpeg's")
+    frame_rate: float = Field(default=1.0, gt=0, description="interval frames per second of video")
+    scene_threshold: float = Field(
+        default=0.2, gt=0, le=1, description="ffmpeg scene score for a scene frame"
+    )
+    whisper_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    whisper_model: str | None = Field(default=None, description="name or path; default: the bundled tiny.en")
+    whisper_device: Literal["auto", "cpu", "cuda"] = "auto"
+    whisper_compute_type: str = Field(default="auto", description="auto: int8 on CPU, float16 on CUDA")
+    whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
+    vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 

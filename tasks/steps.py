@@ -15,13 +15,18 @@ from uuid import UUID
 
 from prefect import get_run_logger, task
 
+from tasks import dataset
 from tasks.http import new_client
-from tasks.ingest import Ingestor, Outcome
+from tasks.ingest import Ingestor
 from tasks.layout import BucketLayout
 from tasks.models import SessionSummary
+from tasks.outcome import Outcome
+from tasks.process import FrameOptions, Processor
+from tasks.records import RecordStore, Stage
 from tasks.results_api import ResultsApiClient, open_client
 from tasks.settings import Settings, load_settings
 from tasks.storage import s3_client
+from tasks.transcribe import Transcriber, load_transcriber
 from tasks.transfer import MIB
 from tasks.watermarks import WatermarkStore
 
@@ -36,6 +41,7 @@ class Runtime:
     bucket: str
     layout: BucketLayout
     ingestor: Ingestor
+    processor: Processor
     watermarks: WatermarkStore
 
 
@@ -64,14 +70,34 @@ def runtime() -> Runtime:
                 ),
                 part_size=settings.part_size_mib * MIB,
                 lease_seconds=settings.session_lease_seconds,
-                progress=_ProgressLog().update,
+                vendor_transcripts=settings.vendor_transcripts,
+                progress=_TransferLog().update,
+            )
+            processor = Processor(
+                s3,
+                bucket,
+                layout,
+                FrameOptions(settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path),
+                transcriber=lambda: _transcriber(settings),
+                progress=_TranscriptionLog().update,
             )
             watermarks = WatermarkStore(s3, bucket, layout)
-            _runtimes[key] = Runtime(settings, client, s3, bucket, layout, ingestor, watermarks)
+            _runtimes[key] = Runtime(settings, client, s3, bucket, layout, ingestor, processor, watermarks)
         return _runtimes[key]
 
 
-class _ProgressLog:
+def _transcriber(settings: Settings) -> Transcriber:
+    """The Whisper model, loaded on first use in this process (not at start-up) and then kept."""
+    return load_transcriber(
+        settings.whisper_backend,
+        settings.whisper_model,
+        settings.whisper_device,
+        settings.whisper_compute_type,
+        settings.whisper_vad,
+    )
+
+
+class _TransferLog:
     """Logs long transfers every few seconds (percent and MB/s), not every chunk."""
 
     every_seconds = 5.0
@@ -116,6 +142,66 @@ def ingest_session(session: SessionSummary, test_id: UUID, run_id: str, force: b
     else:
         logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
     return outcome
+
+
+class _TranscriptionLog:
+    """Logs long transcriptions every few seconds with their real-time factor."""
+
+    every_seconds = 5.0
+
+    def __init__(self) -> None:
+        self._started: dict[str, tuple[float, float]] = {}
+
+    def update(self, session_id: str, done: float, total: float) -> None:
+        now = time.monotonic()
+        started, last = self._started.setdefault(session_id, (now, now))
+        if now - last < self.every_seconds and done < total:
+            return
+        self._started[session_id] = (started, now)
+        rtf = done / max(now - started, 1e-6)
+        get_run_logger().info(
+            "session %s: transcribed %.0f of %.0f s of audio (%.1fx real time)", session_id, done, total, rtf
+        )
+        if done >= total:
+            self._started.pop(session_id, None)
+
+
+@task(name="process-session", task_run_name="process {session_id}")
+def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: bool) -> Outcome:
+    """Transcribe and extract frames for one ingested session, from the bucket into the bucket."""
+    outcome = runtime().processor.process(session_id, run_id, set(stages), force=force)
+    logger = get_run_logger()
+    if outcome.status == "failed":
+        logger.error("session %s: processing failed: %s", outcome.session_id, outcome.reason)
+    else:
+        logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
+    return outcome
+
+
+@task(name="publish-dataset")
+def publish_dataset() -> dict[str, Any]:
+    """Rebuild the Parquet table from every session record."""
+    rt = runtime()
+    key, rows = dataset.publish(rt.s3, rt.bucket, rt.layout)
+    get_run_logger().info("dataset s3://%s/%s: %d sessions", rt.bucket, key, rows)
+    return {"key": key, "rows": rows}
+
+
+@task(name="sessions-in-bucket")
+def sessions_in_bucket(test_ids: list[UUID], session_ids: list[UUID]) -> list[tuple[UUID, str | None]]:
+    """Ingested sessions (with their test), chosen by id and/or test, read from the records: no API call."""
+    rt = runtime()
+    store = RecordStore(rt.s3, rt.bucket, rt.layout)
+    tests, wanted = {str(t) for t in test_ids}, set(session_ids)
+    if wanted and not tests:  # named sessions: read just their records
+        records = [r for r in (store.get(s)[0] for s in dict.fromkeys(session_ids)) if r is not None]
+    else:
+        records = list(dataset.all_records(store))
+    return [
+        (r.session_id, str(r.test_id) if r.test_id else None)
+        for r in records
+        if r.has_video and (not tests or str(r.test_id) in tests) and (not wanted or r.session_id in wanted)
+    ]
 
 
 @task(name="read-watermark")

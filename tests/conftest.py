@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.local import LocalWorld, start_local_world
 from tasks.results_api import ResultsApiClient, open_client
@@ -68,3 +69,10 @@ def client(world_env: dict[str, str]) -> Iterator[ResultsApiClient]:
     api.max_backoff = 0.2
     yield api
     api.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server (SQLite) for in-process flow runs."""
+    with prefect_test_harness():
+        yield

@@ -9,15 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
-from flows.ingest import BackfillParams, backfill, nightly
+from flows.pipeline import BackfillParams, backfill, nightly
 from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.world import (
@@ -30,15 +28,11 @@ from sandbox.world import (
     PRICING_TEST_ID,
     SPEECH_CLIPS,
 )
+from tasks.records import Stage
 from tests.conftest import env_for
 
 LINK_OP = "SessionResultsController_getVideoDownloadUrl"
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness():
-        yield
+INGEST = [Stage.INGEST]  # these tests are about ingest; processing has its own
 
 
 @pytest.fixture
@@ -63,13 +57,13 @@ def link_calls(world: LocalWorld, since: int = 0) -> list[dict[str, Any]]:
 
 
 def test_backfill_ingests_every_completed_session_byte_for_byte(world: LocalWorld, work: str) -> None:
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))
-    assert summary["counts"] == {"done": 4, "no_video": 1}
+    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    assert summary["counts"] == {"ingest": {"done": 4, "no_video": 1}}
     assert summary["failures"] == [] and summary["test_errors"] == {}
 
     for session_id, clip in zip(CHECKOUT_SPEECH_SESSION_IDS, SPEECH_CLIPS, strict=True):
         rec = record(world, work, session_id)
-        assert rec["status"] == "done" and rec["error"] is None and rec["lease"] is None
+        assert rec["status"] == "ingested" and rec["error"] is None and rec["lease"] is None
         assert rec["test_id"] == str(CHECKOUT_TEST_ID)
         assert rec["video"]["sha256"] == sha256_file(MEDIA_DIR / clip)
         assert rec["video"]["bytes"] == (MEDIA_DIR / clip).stat().st_size
@@ -78,7 +72,9 @@ def test_backfill_ingests_every_completed_session_byte_for_byte(world: LocalWorl
         body = world.s3_client().get_object(Bucket=world.bucket, Key=rec["video"]["key"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == rec["video"]["sha256"]
 
-    assert record(world, work, CHECKOUT_CORRUPT_SESSION_ID)["status"] == "done"  # bytes are bytes to ingest
+    assert (
+        record(world, work, CHECKOUT_CORRUPT_SESSION_ID)["status"] == "ingested"
+    )  # bytes are bytes to ingest
     no_video = record(world, work, CHECKOUT_NO_VIDEO_SESSION_ID)
     assert no_video["status"] == "no_video" and no_video["video"] is None
     with pytest.raises(world.s3_client().exceptions.NoSuchKey):
@@ -90,16 +86,18 @@ def test_backfill_ingests_every_completed_session_byte_for_byte(world: LocalWorl
 
 
 def test_second_run_makes_no_link_calls_and_force_redoes(world: LocalWorld, work: str) -> None:
-    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))
+    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
     mark = world.mark()
-    again = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))
-    assert again["counts"] == {"skipped": 5}
+    again = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    assert again["counts"] == {"ingest": {"skipped": 5}}
     assert link_calls(world, mark) == []
 
     one = CHECKOUT_SPEECH_SESSION_IDS[0]
     mark = world.mark()
-    forced = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[one], force=True))
-    assert forced["counts"] == {"done": 1}
+    forced = backfill(
+        BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[one], force=True, stages=INGEST)
+    )
+    assert forced["counts"] == {"ingest": {"done": 1}}
     assert [c["session_id"] for c in link_calls(world, mark)] == [str(one)]
     assert record(world, work, one)["ingest"]["attempts"] == 2
 
@@ -107,18 +105,18 @@ def test_second_run_makes_no_link_calls_and_force_redoes(world: LocalWorld, work
 def test_failures_are_recorded_and_retried_by_the_next_run(world: LocalWorld, work: str) -> None:
     target = CHECKOUT_SPEECH_SESSION_IDS[2]
     world.admin("POST", "faults", json=[{"target": "video", "session_id": str(target), "status": 404}])
-    first = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))
-    assert first["counts"]["failed"] == 1
+    first = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    assert first["counts"]["ingest"]["failed"] == 1
     failed = record(world, work, target)
     assert failed["status"] == "failed"
     assert failed["error"]["stage"] == "ingest" and "404" in failed["error"]["message"]
     assert "X-Amz" not in json.dumps(failed)
 
     mark = world.mark()
-    second = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))
-    assert second["counts"] == {"done": 1, "skipped": 4}
+    second = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    assert second["counts"] == {"ingest": {"done": 1, "skipped": 4}}
     assert [c["session_id"] for c in link_calls(world, mark)] == [str(target)]
-    assert record(world, work, target)["status"] == "done"
+    assert record(world, work, target)["status"] == "ingested"
 
 
 def test_nightly_uses_and_advances_watermarks(
@@ -126,7 +124,8 @@ def test_nightly_uses_and_advances_watermarks(
 ) -> None:
     monkeypatch.setenv("UT_TEST_IDS", f"{CHECKOUT_TEST_ID},{PRICING_TEST_ID}")
     first = nightly()
-    assert first["counts"] == {"done": 4, "no_video": 1 + len(PRICING_SESSION_IDS)}
+    assert first["counts"]["ingest"] == {"done": 4, "no_video": 1 + len(PRICING_SESSION_IDS)}
+    assert first["counts"]["process"] == {"done": 3, "failed": 1}  # the corrupt video fails processing only
     marks = {
         t: json.loads(
             world.s3_client()
@@ -154,8 +153,8 @@ def test_link_expiring_during_a_dropped_download_is_replaced(
     world.admin(
         "POST", "faults", json=[{"target": "video", "session_id": str(target), "drop_after_bytes": size // 3}]
     )
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target]))
-    assert summary["counts"] == {"done": 1}
+    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST))
+    assert summary["counts"] == {"ingest": {"done": 1}}
     stats = world.admin("GET", "stats")
     assert stats["links_issued"][str(target)] == 2  # the first link expired while the connection was down
     served = [v for v in stats["video_requests"] if v["session_id"] == str(target)]
@@ -192,7 +191,16 @@ def test_killed_run_is_taken_over_with_nothing_lost(fresh_world: Any, tmp_path: 
         "UT_SESSION_LEASE_SECONDS": "3",
         "UT_WORK_PREFIX": "killed/",
     }
-    cmd = [sys.executable, "-m", "flows.cli", "backfill", "--test-id", str(CHECKOUT_TEST_ID)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "backfill",
+        "--test-id",
+        str(CHECKOUT_TEST_ID),
+        "--stage",
+        "ingest",
+    ]
     # Its own process group, killed whole: the run and the ephemeral Prefect server it started.
     victim = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -213,7 +221,7 @@ def test_killed_run_is_taken_over_with_nothing_lost(fresh_world: Any, tmp_path: 
     assert s3.list_multipart_uploads(Bucket=world.bucket).get("Uploads", []) == []
     for session_id, clip in zip(CHECKOUT_SPEECH_SESSION_IDS, SPEECH_CLIPS, strict=True):
         rec = record(world, "killed/", session_id)
-        assert rec["status"] == "done"
+        assert rec["status"] == "ingested"
         assert rec["video"]["sha256"] == sha256_file(big / clip)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=world.bucket, Prefix="killed/sessions/")["Contents"]]
     assert len(keys) == len(set(keys))

@@ -1,0 +1,235 @@
+"""Process one ingested session: video from the bucket, transcript and frames back into the bucket.
+
+Processing never talks to UserTesting: its input is the ingested video, so it can run again (a new
+model, another frame rate) without spending API calls, on any worker. The video is copied to a
+scratch folder for ffmpeg and removed afterwards; everything that lasts goes to the bucket.
+Bad media (corrupt, empty, no audio, no video) ends as ``failed`` with the stage and ffmpeg's or
+PyAV's reason, and the run goes on with the other sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from tasks.layout import BucketLayout
+from tasks.media import Extraction, MediaError, MediaInfo, extract, frames_index, probe
+from tasks.outcome import Outcome
+from tasks.records import (
+    Conflict,
+    ErrorInfo,
+    FramesInfo,
+    MediaSummary,
+    RecordStore,
+    SessionRecord,
+    Stage,
+    Status,
+    TranscriptInfo,
+)
+from tasks.redact import redact
+from tasks.transcribe import Transcriber
+
+log = logging.getLogger("ut_pipeline.process")
+
+
+@dataclass(frozen=True)
+class FrameOptions:
+    rate: float = 1.0
+    scene_threshold: float = 0.2
+    ffmpeg: str | None = None
+
+
+class _StageFailed(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class Processor:
+    """Transcription and frame extraction for sessions already in the bucket; one per worker process."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        layout: BucketLayout,
+        frames: FrameOptions,
+        transcriber: Callable[[], Transcriber],
+        progress: Callable[[str, float, float], None] | None = None,
+    ) -> None:
+        self.s3, self.bucket, self.layout = s3, bucket, layout
+        self.records = RecordStore(s3, bucket, layout)
+        self.options, self.transcriber, self.progress = frames, transcriber, progress
+
+    def process(self, session_id: UUID, run_id: str, stages: set[Stage], *, force: bool = False) -> Outcome:
+        record, etag = self.records.get(session_id)
+        test_id = str(record.test_id) if record and record.test_id else None
+
+        def outcome(status: str, reason: str, **extra: Any) -> Outcome:
+            return Outcome(str(session_id), test_id, status, reason, stage="process", **extra)
+
+        if record is None or not record.has_video:
+            return outcome("skipped", "no video in the bucket")
+        transcribe = Stage.TRANSCRIBE in stages and (force or record.transcript is None)
+        frames = Stage.FRAMES in stages and (force or record.frames is None)
+        if not (transcribe or frames) and record.status is Status.DONE:
+            return outcome("skipped", "already processed")
+
+        try:
+            updates = self._run(record, transcribe=transcribe, frames=frames)
+        except _StageFailed as failure:
+            message = redact(str(failure))
+            log.warning("session %s: %s failed: %s", session_id, failure.stage, message)
+            failed = record.model_copy(
+                update={"status": Status.FAILED, "error": ErrorInfo(stage=failure.stage, message=message)}
+            )
+            return self._write(failed, etag, outcome("failed", f"{failure.stage}: {message}"))
+        done = record.model_copy(
+            update={**updates, "status": Status.DONE, "error": None, "processed_by": run_id}
+        )
+        transcript, frame_info = done.transcript, done.frames
+        return self._write(
+            done,
+            etag,
+            outcome(
+                "done",
+                "processed",
+                audio_seconds=(transcript.audio_seconds or 0.0) if (transcribe and transcript) else 0.0,
+                frames=frame_info.count if (frames and frame_info) else 0,
+            ),
+        )
+
+    def _run(self, record: SessionRecord, *, transcribe: bool, frames: bool) -> dict[str, Any]:
+        assert record.video is not None
+        sid = record.session_id
+        with tempfile.TemporaryDirectory(prefix=f"ut-{sid}-") as scratch:
+            video = Path(scratch) / "video.mp4"
+            self._download(record.video.key, record.video.sha256, video)
+            try:
+                info = probe(video)
+                extraction = extract(
+                    video,
+                    Path(scratch) / "out",
+                    frame_rate=self.options.rate,
+                    scene_threshold=self.options.scene_threshold,
+                    want_audio=transcribe,
+                    want_frames=frames,
+                    ffmpeg=self.options.ffmpeg,
+                )
+            except MediaError as exc:
+                raise _StageFailed("media", str(exc)) from None
+            updates: dict[str, Any] = {"media": _summary(info)}
+            if transcribe:
+                updates["transcript"] = self._transcribe(sid, extraction)
+            if frames:
+                updates["frames"] = self._store_frames(sid, extraction)
+        return updates
+
+    def _download(self, key: str, sha256: str, target: Path) -> None:
+        self.s3.download_file(self.bucket, key, str(target))
+        digest = hashlib.sha256()
+        with target.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            raise _StageFailed("media", f"the video in the bucket does not match its record's sha256 ({key})")
+
+    def _transcribe(self, sid: UUID, extraction: Extraction) -> TranscriptInfo:
+        assert extraction.audio is not None
+        started = time.monotonic()
+        try:
+            transcript = self.transcriber().transcribe(
+                extraction.audio,
+                progress=(lambda done, total: self.progress(str(sid), done, total))
+                if self.progress
+                else None,
+            )
+        except Exception as exc:  # a model failure is this session's failure, not the run's
+            raise _StageFailed("transcribe", f"{type(exc).__name__}: {exc}") from None
+        elapsed = time.monotonic() - started
+        keys = {ext: self.layout.session_file(sid, f"transcript.{ext}") for ext in ("json", "vtt", "srt")}
+        bodies = {
+            "json": (json.dumps(transcript.to_json(), indent=2, ensure_ascii=False), "application/json"),
+            "vtt": (transcript.to_vtt(), "text/vtt"),
+            "srt": (transcript.to_srt(), "application/x-subrip"),
+        }
+        for ext, (body, content_type) in bodies.items():
+            self.s3.put_object(
+                Bucket=self.bucket, Key=keys[ext], Body=body.encode(), ContentType=content_type
+            )
+        return TranscriptInfo(
+            json_key=keys["json"],
+            vtt_key=keys["vtt"],
+            srt_key=keys["srt"],
+            text=transcript.text,
+            language=transcript.language,
+            model=transcript.model,
+            backend=transcript.backend,
+            audio_seconds=transcript.duration,
+            segments=len(transcript.segments),
+            real_time_factor=round(transcript.duration / elapsed, 2) if elapsed > 0 else None,
+        )
+
+    def _store_frames(self, sid: UUID, extraction: Extraction) -> FramesInfo:
+        prefix = self.layout.session_file(sid, "frames/")
+        stale = {
+            obj["Key"]
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
+        for frame in extraction.frames:
+            key = f"{prefix}{frame.path.name}"
+            self.s3.upload_file(str(frame.path), self.bucket, key, ExtraArgs={"ContentType": "image/jpeg"})
+            stale.discard(key)
+        index = frames_index(extraction, prefix)
+        index_key = f"{prefix}index.json"
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=index_key,
+            Body=json.dumps(index, indent=2).encode(),
+            ContentType="application/json",
+        )
+        stale.discard(index_key)
+        for key in sorted(stale):  # frames of an earlier run with other settings
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        kinds = [f.kind for f in extraction.frames]
+        return FramesInfo(
+            prefix=prefix,
+            index_key=index_key,
+            count=len(kinds),
+            interval_count=kinds.count("interval"),
+            scene_count=kinds.count("scene"),
+            frame_rate=self.options.rate,
+            scene_threshold=self.options.scene_threshold,
+        )
+
+    def _write(self, record: SessionRecord, etag: str | None, result: Outcome) -> Outcome:
+        try:
+            self.records.put(record, etag)
+        except Conflict:
+            return Outcome(
+                result.session_id, result.test_id, "skipped", "the record changed meanwhile", stage="process"
+            )
+        return result
+
+
+def _summary(info: MediaInfo) -> MediaSummary:
+    video, audio = info.video, info.audio
+    return MediaSummary(
+        duration=info.duration,
+        container=info.format,
+        width=video.width if video else None,
+        height=video.height if video else None,
+        fps=video.fps if video else None,
+        video_codec=video.codec if video else None,
+        audio_codec=audio.codec if audio else None,
+        audio_sample_rate=audio.sample_rate if audio else None,
+    )

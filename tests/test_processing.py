@@ -1,0 +1,178 @@
+"""Processing end to end: real Prefect runs, real ffmpeg, the bundled Whisper model, the local S3."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from flows.pipeline import BackfillParams, ReprocessParams, backfill, reprocess
+from sandbox.local import LocalWorld
+from sandbox.media import MEDIA_DIR
+from sandbox.world import (
+    CHECKOUT_CORRUPT_SESSION_ID,
+    CHECKOUT_NO_VIDEO_SESSION_ID,
+    CHECKOUT_SPEECH_SESSION_IDS,
+    CHECKOUT_TEST_ID,
+    EDGE_AUDIO_ONLY_SESSION_ID,
+    EDGE_CORRUPT_SESSION_ID,
+    EDGE_EMPTY_SESSION_ID,
+    EDGE_NO_AUDIO_SESSION_ID,
+    MEDIA_EDGE_TEST_ID,
+    SPEECH_CLIPS,
+)
+from tests.conftest import env_for
+
+MANIFEST = json.loads((MEDIA_DIR / "manifest.json").read_text())["clips"]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, case and punctuation ignored."""
+    ref, hyp = (re.findall(r"[a-z0-9']+", text.lower()) for text in (reference, hypothesis))
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1] / max(len(ref), 1)
+
+
+@pytest.fixture(scope="module")
+def processed(
+    world: LocalWorld, prefect_server: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """One full backfill (every stage) of the checkout and media-edge tests, shared by the tests below."""
+    mp = pytest.MonkeyPatch()
+    prefix = f"proc-{uuid4().hex[:8]}/"
+    for name, value in {
+        **env_for(world, tmp_path_factory.mktemp("ledger")),
+        "UT_WORK_PREFIX": prefix,
+    }.items():
+        mp.setenv(name, value)
+    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID, MEDIA_EDGE_TEST_ID]))
+    yield {"summary": summary, "prefix": prefix, "monkeypatch": mp}
+    mp.undo()
+
+
+def get_json(world: LocalWorld, key: str) -> Any:
+    return json.loads(world.s3_client().get_object(Bucket=world.bucket, Key=key)["Body"].read())
+
+
+def record(world: LocalWorld, prefix: str, session_id: UUID) -> dict[str, Any]:
+    return get_json(world, f"{prefix}sessions/{session_id}/session.json")
+
+
+def test_speech_is_transcribed_accurately(world: LocalWorld, processed: dict[str, Any]) -> None:
+    prefix = processed["prefix"]
+    for session_id, clip in zip(CHECKOUT_SPEECH_SESSION_IDS, SPEECH_CLIPS, strict=True):
+        rec = record(world, prefix, session_id)
+        assert rec["status"] == "done" and rec["error"] is None
+        transcript = get_json(world, rec["transcript"]["json_key"])
+        assert word_error_rate(MANIFEST[clip]["text"], transcript["text"]) <= 0.2, transcript["text"]
+        assert transcript["language"] == "en" and transcript["backend"] == "faster-whisper"
+        assert transcript["segments"] and all(s["words"] for s in transcript["segments"])
+        assert rec["transcript"]["text"] == transcript["text"]
+        body = (
+            world.s3_client().get_object(Bucket=world.bucket, Key=rec["transcript"]["vtt_key"])["Body"].read()
+        )
+        assert body.startswith(b"WEBVTT")
+        srt = (
+            world.s3_client().get_object(Bucket=world.bucket, Key=rec["transcript"]["srt_key"])["Body"].read()
+        )
+        assert b" --> " in srt and b"," in srt.split(b" --> ")[0]
+        assert abs(rec["media"]["duration"] - MANIFEST[clip]["duration"]) < 0.15
+        assert (rec["media"]["width"], rec["media"]["height"]) == (640, 360)
+
+
+def test_frames_match_duration_and_scene_cuts(world: LocalWorld, processed: dict[str, Any]) -> None:
+    s3 = world.s3_client()
+    for session_id, clip in zip(CHECKOUT_SPEECH_SESSION_IDS, SPEECH_CLIPS, strict=True):
+        rec = record(world, processed["prefix"], session_id)
+        index = get_json(world, rec["frames"]["index_key"])
+        interval = [f for f in index if f["kind"] == "interval"]
+        scenes = [f for f in index if f["kind"] == "scene"]
+        duration = MANIFEST[clip]["duration"]
+        assert abs(len(interval) - duration * 1.0) <= 1
+        for n, frame in enumerate(interval):
+            assert frame["timestamp"] == pytest.approx(n / 1.0, abs=0.05)
+        for cut in MANIFEST[clip]["scene_changes"]:
+            assert any(abs(f["timestamp"] - cut) <= 0.1 for f in scenes), (clip, cut, scenes)
+        for frame in index:
+            assert (frame["width"], frame["height"]) == (640, 360)
+            head = s3.get_object(Bucket=world.bucket, Key=frame["key"], Range="bytes=0-2")["Body"].read()
+            assert head == b"\xff\xd8\xff"  # a JPEG
+        assert rec["frames"]["count"] == len(index)
+
+
+def test_bad_media_fails_with_the_stage_and_a_clear_message(
+    world: LocalWorld, processed: dict[str, Any]
+) -> None:
+    expected = {
+        CHECKOUT_CORRUPT_SESSION_ID: "cannot read",
+        EDGE_CORRUPT_SESSION_ID: "cannot read",
+        EDGE_EMPTY_SESSION_ID: "empty file",
+        EDGE_NO_AUDIO_SESSION_ID: "no audio stream",
+        EDGE_AUDIO_ONLY_SESSION_ID: "no video stream",
+    }
+    for session_id, message in expected.items():
+        rec = record(world, processed["prefix"], session_id)
+        assert rec["status"] == "failed", rec
+        assert rec["error"]["stage"] == "media" and message in rec["error"]["message"], rec["error"]
+        assert rec["video"]["sha256"]  # the ingest itself succeeded
+    failures = {f["session_id"]: f for f in processed["summary"]["failures"]}
+    assert set(failures) == {str(s) for s in expected}
+    assert all(f["stage"] == "process" for f in failures.values())
+    assert processed["summary"]["counts"]["process"]["done"] == 3  # the others went on
+
+
+def test_dataset_reads_back_from_s3_with_one_row_per_session(
+    world: LocalWorld, processed: dict[str, Any]
+) -> None:
+    prefix = processed["prefix"]
+    fs = pafs.S3FileSystem(
+        endpoint_override=world.s3.url,
+        access_key=world.env["AWS_ACCESS_KEY_ID"],
+        secret_key=world.env["AWS_SECRET_ACCESS_KEY"],
+        region="us-east-1",
+    )
+    table = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
+    rows = {r["session_id"]: r for r in table.to_pylist()}
+    assert len(rows) == table.num_rows == 9  # 5 checkout (one without video) + 4 media edge cases
+    speech = rows[str(CHECKOUT_SPEECH_SESSION_IDS[0])]
+    assert speech["status"] == "done" and speech["transcript_language"] == "en"
+    assert speech["frame_count"] > 0 and speech["width"] == 640 and speech["video_sha256"]
+    assert speech["finish_time"] is not None and speech["test_id"] == str(CHECKOUT_TEST_ID)
+    assert rows[str(CHECKOUT_NO_VIDEO_SESSION_ID)]["status"] == "no_video"
+    assert rows[str(EDGE_NO_AUDIO_SESSION_ID)]["error_stage"] == "media"
+
+    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))  # a rerun replaces rows, never duplicates them
+    again = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
+    assert again.num_rows == 9
+    assert sorted(again.column("session_id").to_pylist()) == sorted(rows)
+
+
+def test_reprocess_runs_chosen_stages_from_the_bucket_without_api_calls(
+    world: LocalWorld, processed: dict[str, Any]
+) -> None:
+    session_id = CHECKOUT_SPEECH_SESSION_IDS[1]
+    before = record(world, processed["prefix"], session_id)
+    processed["monkeypatch"].setenv("UT_FRAME_RATE", "2")
+    mark = world.mark()
+    summary = reprocess(ReprocessParams(session_ids=[session_id], stages=["frames"]))
+    assert summary["counts"] == {"process": {"done": 1}}
+    assert world.api_calls(since=mark) == []  # processing never talks to UserTesting
+    after = record(world, processed["prefix"], session_id)
+    assert after["transcript"] == before["transcript"]  # not asked for: untouched
+    assert after["frames"]["frame_rate"] == 2.0
+    assert abs(after["frames"]["interval_count"] - 2 * before["frames"]["interval_count"]) <= 2
+    listed = world.s3_client().list_objects_v2(Bucket=world.bucket, Prefix=after["frames"]["prefix"])[
+        "Contents"
+    ]
+    assert len(listed) == after["frames"]["count"] + 1  # the frames and index.json, nothing stale
+    processed["monkeypatch"].delenv("UT_FRAME_RATE")

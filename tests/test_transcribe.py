@@ -1,0 +1,405 @@
+"""Transcription: accuracy and timing of the default backend on the committed clips, the subtitle and
+JSON renderings, the per-process model cache, and the openai-whisper backend's plumbing.
+
+The audio is what the pipeline hands to transcription: 16 kHz mono WAV, decoded here with PyAV.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import string
+import sys
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from sandbox.media import MEDIA_DIR
+from sandbox.media.manifest import load_manifest
+from tasks import transcribe as transcribe_module
+from tasks.transcribe import (
+    SAMPLE_RATE,
+    WINDOW_SECONDS,
+    FasterWhisperTranscriber,
+    OpenAIWhisperTranscriber,
+    Segment,
+    TranscriberUnavailableError,
+    Transcript,
+    Word,
+    load_transcriber,
+    resolve_device,
+)
+
+MANIFEST = load_manifest()
+SPEECH_CLIPS = ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4", "audio-only.mp4"]
+MAX_WER = 0.2
+# speech-2's pause is 7.20-9.61 s; VAD keeps 0.4 s of padding at each side of speech.
+PAUSE = (7.4, 9.4)
+VTT_TIMING = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
+SRT_TIMING = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2}):(\d{2}):(\d{2}),(\d{3})$")
+
+
+def words_of(text: str) -> list[str]:
+    table = str.maketrans("", "", string.punctuation)
+    return text.lower().translate(table).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference's length, ignoring case and punctuation."""
+    ref, hyp = words_of(reference), words_of(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, start=1):
+        current = [i]
+        for j, hyp_word in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """16-bit mono WAV at 16 kHz from float samples in [-1, 1]."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def decode_16k(source: Path) -> np.ndarray:
+    """The clip's audio as 16 kHz mono float samples, decoded and resampled with PyAV."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    chunks = []
+    with av.open(str(source)) as container:
+        for frame in container.decode(audio=0):
+            chunks += [out.to_ndarray().ravel() for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray().ravel() for out in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) / 32768
+
+
+@pytest.fixture(scope="session")
+def wavs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("wav")
+    return {name: write_wav(folder / f"{name}.wav", decode_16k(MEDIA_DIR / name)) for name in SPEECH_CLIPS}
+
+
+class ProgressLog(list[tuple[float, float]]):
+    """A progress callback that records its calls."""
+
+    def __call__(self, done: float, total: float) -> None:
+        self.append((done, total))
+
+
+@pytest.fixture(scope="module")
+def runs(wavs: dict[str, Path]) -> dict[str, tuple[Transcript, ProgressLog]]:
+    """Each clip through the default backend, as the pipeline configures it, with its progress calls."""
+    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
+    results = {}
+    for name, path in wavs.items():
+        progress = ProgressLog()
+        results[name] = (transcriber.transcribe(path, progress=progress), progress)
+    return results
+
+
+@pytest.fixture(scope="module")
+def transcripts(runs: dict[str, tuple[Transcript, ProgressLog]]) -> dict[str, Transcript]:
+    return {name: transcript for name, (transcript, _) in runs.items()}
+
+
+def test_word_error_rate_ignores_case_and_punctuation() -> None:
+    assert word_error_rate("Okay, I am here.", "okay i am here") == 0
+    assert word_error_rate("a b c d", "a x c") == 0.5
+
+
+@pytest.mark.parametrize("name", SPEECH_CLIPS)
+def test_bundled_tiny_en_transcribes_the_clips(transcripts: dict[str, Transcript], name: str) -> None:
+    transcript = transcripts[name]
+    assert word_error_rate(MANIFEST[name]["text"], transcript.text) <= MAX_WER, transcript.text
+    assert (transcript.language, transcript.language_probability) == ("en", 1.0)
+    assert (transcript.backend, transcript.model) == ("faster-whisper", "tiny.en")
+    assert transcript.duration == pytest.approx(MANIFEST[name]["duration"], abs=0.1)
+    assert transcript.text == "".join(segment.text for segment in transcript.segments).strip()
+
+
+@pytest.mark.parametrize("name", SPEECH_CLIPS)
+def test_segments_and_words_are_ordered_inside_the_audio(
+    transcripts: dict[str, Transcript], name: str
+) -> None:
+    transcript = transcripts[name]
+    assert transcript.segments
+    previous_end = 0.0
+    for segment in transcript.segments:
+        assert previous_end <= segment.start <= segment.end <= transcript.duration
+        assert segment.words, segment
+        for word in segment.words:
+            assert previous_end <= word.start <= word.end
+            assert segment.start <= word.start and word.end <= segment.end
+            assert 0 <= word.probability <= 1
+            assert type(word.start) is float
+            previous_end = word.end
+        previous_end = segment.end
+
+
+@pytest.mark.parametrize("name", SPEECH_CLIPS)
+def test_progress_runs_forward_and_ends_at_the_duration(
+    runs: dict[str, tuple[Transcript, ProgressLog]], name: str
+) -> None:
+    transcript, calls = runs[name]
+    duration = transcript.duration
+    assert len(calls) == len(transcript.segments) + 1
+    assert all(total == duration for _, total in calls)
+    done = [seconds for seconds, _ in calls]
+    assert done == sorted(done) and done[-1] == duration
+
+
+def test_vad_skips_the_pause(transcripts: dict[str, Transcript]) -> None:
+    transcript = transcripts["speech-2.mp4"]
+    [silence] = MANIFEST["speech-2.mp4"]["silence"]
+    assert silence[0] <= PAUSE[0] and PAUSE[1] <= silence[1]
+    for segment in transcript.segments:
+        assert segment.end <= PAUSE[0] or segment.start >= PAUSE[1], segment
+        for word in segment.words:
+            assert word.end <= PAUSE[0] or word.start >= PAUSE[1], word
+
+
+def test_silence_gives_an_empty_transcript(tmp_path: Path) -> None:
+    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
+    transcript = transcriber.transcribe(write_wav(tmp_path / "quiet.wav", np.zeros(3 * SAMPLE_RATE)))
+    assert (transcript.text, transcript.segments, transcript.duration) == ("", (), 3.0)
+    assert transcript.to_vtt() == "WEBVTT\n" and transcript.to_srt() == ""
+
+
+def vtt_cues(vtt: str) -> list[tuple[float, float, str]]:
+    """Parse WebVTT as a player would: header, then blank-line separated cues of timing + text."""
+    header, _, body = vtt.partition("\n\n")
+    assert header == "WEBVTT"
+    return [_cue(block.split("\n"), VTT_TIMING) for block in body.strip("\n").split("\n\n") if block]
+
+
+def srt_cues(srt: str) -> list[tuple[float, float, str]]:
+    blocks = srt.strip("\n").split("\n\n")
+    assert [block.split("\n")[0] for block in blocks] == [str(n) for n in range(1, len(blocks) + 1)]
+    return [_cue(block.split("\n")[1:], SRT_TIMING) for block in blocks]
+
+
+def _cue(lines: list[str], timing: re.Pattern[str]) -> tuple[float, float, str]:
+    match = timing.match(lines[0])
+    assert match, lines[0]
+    h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, match.groups())
+    start, end = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
+    assert start < end
+    return start, end, "\n".join(lines[1:])
+
+
+@pytest.mark.parametrize("name", ["speech-1.mp4", "speech-2.mp4"])
+def test_vtt_and_srt_have_one_cue_per_segment(transcripts: dict[str, Transcript], name: str) -> None:
+    transcript = transcripts[name]
+    expected = [(round(s.start, 3), round(s.end, 3), s.text.strip()) for s in transcript.segments]
+    for cues in (vtt_cues(transcript.to_vtt()), srt_cues(transcript.to_srt())):
+        assert [(pytest.approx(a), pytest.approx(b), text) for a, b, text in cues] == expected
+
+
+def test_json_has_the_stored_shape(transcripts: dict[str, Transcript]) -> None:
+    transcript = transcripts["speech-1.mp4"]
+    data = json.loads(json.dumps(transcript.to_json()))
+    assert set(data) == {
+        "text",
+        "language",
+        "language_probability",
+        "duration",
+        "model",
+        "backend",
+        "segments",
+    }
+    assert (data["text"], data["language"], data["backend"]) == (transcript.text, "en", "faster-whisper")
+    assert len(data["segments"]) == len(transcript.segments)
+    for segment in data["segments"]:
+        assert set(segment) == {"start", "end", "text", "words"}
+        assert all(set(word) == {"start", "end", "word", "probability"} for word in segment["words"])
+    assert "".join(word["word"] for s in data["segments"] for word in s["words"]).strip() == transcript.text
+
+
+def test_subtitles_escape_skip_empty_and_pass_an_hour() -> None:
+    word = Word(3600.0, 3601.5, " x", 0.9)
+    transcript = Transcript(
+        text="a <b> & c --> d",
+        language="en",
+        language_probability=1.0,
+        duration=4000.0,
+        model="m",
+        backend="b",
+        segments=(
+            Segment(1.0, 1.0, " a <b> & c --> d", ()),
+            Segment(2.0, 3.0, "  ", ()),
+            Segment(3600.0, 3601.5, " x\n y", (word,)),
+        ),
+    )
+    assert transcript.to_vtt() == (
+        "WEBVTT\n\n"
+        "00:00:01.000 --> 00:00:01.001\na &lt;b&gt; &amp; c --&gt; d\n\n"
+        "01:00:00.000 --> 01:00:01.500\nx y\n"
+    )
+    assert transcript.to_srt() == (
+        "1\n00:00:01,000 --> 00:00:01,001\na <b> & c --> d\n\n2\n01:00:00,000 --> 01:00:01,500\nx y\n"
+    )
+
+
+def test_a_model_is_loaded_once_per_process() -> None:
+    first = load_transcriber("faster-whisper", None, "auto", "auto", True)
+    assert load_transcriber("faster-whisper", None, "auto", "auto", True) is first
+    assert load_transcriber("faster-whisper", None, "auto", "auto", False) is not first
+
+
+def test_faster_whisper_calls_may_run_concurrently(
+    transcripts: dict[str, Transcript], wavs: dict[str, Path]
+) -> None:
+    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
+    names = ["speech-1.mp4", "speech-3.mp4"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(transcriber.transcribe, [wavs[name] for name in names]))
+    assert results == [transcripts[name] for name in names]
+
+
+def test_unknown_backend_and_uncached_models_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown transcription backend"):
+        load_transcriber("whisper.cpp", None, "auto", "auto", True)
+    with pytest.raises(ValueError, match="needs a model"):
+        load_transcriber("openai-whisper", None, "auto", "auto", True)
+    with pytest.raises(TranscriberUnavailableError, match="not in the local Hugging Face cache"):
+        FasterWhisperTranscriber("small.en", download_root=tmp_path)
+    with pytest.raises(TranscriberUnavailableError, match="not in the local Hugging Face cache"):
+        FasterWhisperTranscriber("no-such-model", download_root=tmp_path)
+
+
+def test_auto_device_and_compute_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert resolve_device("auto", "auto") == ("cpu", "int8")
+    monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 1)
+    assert resolve_device("auto", "auto") == ("cuda", "float16")
+    assert resolve_device("cpu", "float32") == ("cpu", "float32")
+
+
+def test_openai_whisper_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "whisper", None)  # import whisper now raises ImportError
+    with pytest.raises(TranscriberUnavailableError, match=re.escape("pip install '.[openai-whisper]'")):
+        OpenAIWhisperTranscriber("tiny.en")
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A multilingual Whisper checkpoint with tiny dimensions and seeded random weights (about 7 MB)."""
+    pytest.importorskip("whisper")
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=32,
+        n_audio_head=2,
+        n_audio_layer=1,
+        n_vocab=51865,
+        n_text_ctx=16,
+        n_text_state=32,
+        n_text_head=2,
+        n_text_layer=1,
+    )
+    model = Whisper(dims)
+    # The decoder's positional embedding is allocated with torch.empty (checkpoints overwrite it); left
+    # as is, whatever memory it got can be NaN and make decoding fail at random.
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+    path = tmp_path_factory.mktemp("whisper") / "tiny-random.pt"
+    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_openai_whisper_backend_wiring(random_checkpoint: Path, wavs: dict[str, Path]) -> None:
+    """Proves the wiring, not accuracy: random weights produce gibberish, but it must come back as a
+    well-formed Transcript (times inside the audio, detected language, renderings) through the real
+    openai-whisper decoding, language detection and word alignment."""
+    transcriber = load_transcriber("openai-whisper", str(random_checkpoint), "auto", "auto", True)
+    assert (transcriber.name, transcriber.device, transcriber.fp16) == ("openai-whisper", "cpu", False)
+    calls = ProgressLog()
+    transcript = transcriber.transcribe(wavs["audio-only.mp4"], progress=calls)
+    assert (transcript.backend, transcript.model) == ("openai-whisper", str(random_checkpoint))
+    assert transcript.duration == pytest.approx(MANIFEST["audio-only.mp4"]["duration"], abs=0.1)
+    assert transcript.language and 0 < transcript.language_probability <= 1
+    assert calls[-1] == (transcript.duration, transcript.duration)
+    assert any(segment.words for segment in transcript.segments)  # word alignment ran
+    for segment in transcript.segments:
+        assert 0 <= segment.start <= segment.end <= transcript.duration
+        assert all(segment.start <= w.start <= w.end <= segment.end for w in segment.words)
+    assert json.loads(json.dumps(transcript.to_json()))["backend"] == "openai-whisper"
+    assert len(vtt_cues(transcript.to_vtt())) == sum(1 for s in transcript.segments if s.text.strip())
+
+
+def test_openai_whisper_maps_vad_pieces_back_onto_the_recording(
+    random_checkpoint: Path, wavs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Whisper's decoding replaced by one that tiles each piece it is given with words, the times
+    that come back land in Silero's speech spans: the pieces hold at most 30 s of speech, the pause is
+    skipped and the joins between spans are undone."""
+    import whisper
+
+    pieces: list[float] = []
+
+    def tile(model: Any, audio: np.ndarray, **options: Any) -> dict[str, Any]:
+        seconds = len(audio) / SAMPLE_RATE
+        pieces.append(seconds)
+        edges = np.linspace(0, seconds, round(seconds / 0.5) + 1)
+        words = [
+            {"word": " w", "start": float(a), "end": float(b), "probability": 1.0}
+            for a, b in itertools.pairwise(edges)
+        ]
+        text = " w" * len(words)
+        return {"text": text, "segments": [{"start": 0.0, "end": seconds, "text": text, "words": words}]}
+
+    monkeypatch.setattr(whisper, "transcribe", tile)
+    transcriber = OpenAIWhisperTranscriber(str(random_checkpoint), language="en")
+    clips = [decode_16k(MEDIA_DIR / name) for name in ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4"]]
+    joined = write_wav(tmp_path / "joined.wav", np.concatenate(clips))  # about 36 s of speech
+
+    for path, piece_count in ((wavs["speech-2.mp4"], 1), (joined, 2)):
+        pieces.clear()
+        vad = get_speech_timestamps(decode_16k(path), VadOptions())
+        spans = [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in vad]
+        calls = ProgressLog()
+        transcript = transcriber.transcribe(path, progress=calls)
+        assert len(pieces) == piece_count and max(pieces) <= WINDOW_SECONDS
+        assert sum(pieces) == pytest.approx(sum(end - start for start, end in spans), abs=0.01)
+        words = [word for segment in transcript.segments for word in segment.words]
+        assert words[0].start == pytest.approx(spans[0][0], abs=0.01)
+        assert words[-1].end == pytest.approx(spans[-1][1], abs=0.01)
+        for word in words:
+            assert any(start <= (word.start + word.end) / 2 <= end for start, end in spans), word
+        assert [done for done, _ in calls[:-1]] == pytest.approx(
+            [s.end for s in transcript.segments], abs=0.01
+        )
+
+    [silence] = MANIFEST["speech-2.mp4"]["silence"]
+    speech_2_spans = get_speech_timestamps(decode_16k(wavs["speech-2.mp4"]), VadOptions())
+    assert len(speech_2_spans) == 2
+    assert (
+        silence[0]
+        < speech_2_spans[0]["end"] / SAMPLE_RATE
+        < speech_2_spans[1]["start"] / SAMPLE_RATE
+        < silence[1]
+    )
+
+
+def test_openai_whisper_never_downloads(random_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(TranscriberUnavailableError, match="nothing is downloaded"):
+        OpenAIWhisperTranscriber("tiny.en", download_root=tmp_path)
+    with pytest.raises(TranscriberUnavailableError, match="not a checkpoint file"):
+        OpenAIWhisperTranscriber("no-such-model", download_root=tmp_path)
+    with pytest.raises(ValueError, match="compute_type"):
+        OpenAIWhisperTranscriber(str(random_checkpoint), compute_type="int8")
