@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+WHISPER_STAMP := $(VENV)/.installed-openai-whisper
 
 .PHONY: demo test lint lock
 .DEFAULT_GOAL := demo
@@ -14,10 +15,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
+# The optional openai-whisper backend, for its tests: a CPU torch, and no triton (hence --no-deps).
+$(WHISPER_STAMP): $(STAMP) requirements-openai-whisper.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-openai-whisper.lock -c requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps openai-whisper==20250625
+	@touch $(WHISPER_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/ut-pipeline demo
 
-test: $(STAMP)
+test: $(STAMP) $(WHISPER_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 

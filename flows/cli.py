@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "--session-id", action="append", type=UUID, default=[], help="repeatable: only these"
     )
     backfill.add_argument("--force", action="store_true", help="redo what is already done")
-    backfill.add_argument("--stage", action="append", choices=STAGES, default=[], help="repeatable; default all")
+    backfill.add_argument(
+        "--stage", action="append", choices=STAGES, default=[], help="repeatable; default all"
+    )
 
     commands.add_parser("nightly", help="ingest and process what finished since each test's watermark")
 
@@ -56,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     reprocess.add_argument("--session-id", action="append", type=UUID, default=[], help="repeatable")
     reprocess.add_argument("--test-id", action="append", type=UUID, default=[], help="repeatable")
     reprocess.add_argument(
-        "--stage", action="append", choices=["transcribe", "frames"], default=[], help="repeatable; default both"
+        "--stage",
+        action="append",
+        choices=["transcribe", "frames"],
+        default=[],
+        help="repeatable; default both",
     )
 
     sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
@@ -135,7 +141,9 @@ def run_flow(args: argparse.Namespace) -> int:
             raise ConfigError("name what to reprocess: --session-id or --test-id")
         summary = reprocess(
             ReprocessParams(
-                session_ids=args.session_id, test_ids=args.test_id, **({"stages": args.stage} if args.stage else {})
+                session_ids=args.session_id,
+                test_ids=args.test_id,
+                **({"stages": args.stage} if args.stage else {}),
             )
         )
     else:

@@ -147,7 +147,13 @@ class Ingestor:
             }
         )
         final = claimed.model_copy(
-            update={"status": Status.DONE, "video": video, "ingest": ingest, "lease": None}
+            update={
+                "status": Status.INGESTED,
+                "video": video,
+                "ingest": ingest,
+                "vendor_transcript_key": self._vendor_transcript(sid) if self.vendor_transcripts else None,
+                "lease": None,
+            }
         )
         if not self._finish(final, state["etag"], link_requests):
             return outcome("skipped", "another run took the session over", result.bytes, link_requests)

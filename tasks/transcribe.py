@@ -130,7 +130,6 @@ class Transcriber(Protocol):
 
     def transcribe(self, audio: Path, progress: Progress | None = None) -> Transcript:
         """Transcribe ``audio`` (any format PyAV decodes), calling ``progress`` as it advances."""
-        ...
 
 
 class FasterWhisperTranscriber:
@@ -368,8 +367,9 @@ def _openai_checkpoint(
     """The checkpoint file to load and, for a named model, its word-alignment heads.
 
     A named model is loaded from its cached file by path, never by name: ``whisper.load_model(name)``
-    downloads when the file is missing or its checksum differs. A checkpoint file of one's own gets
-    openai-whisper's default heads (the upper half of the decoder's).
+    downloads when the file is missing or its checksum differs. The file names and alignment heads
+    come from openai-whisper's own tables (``_MODELS``, ``_ALIGNMENT_HEADS``; it has no public ones).
+    A checkpoint file of one's own gets openai-whisper's default heads (the upper half of the decoder's).
     """
     if Path(model).is_file():
         return model, None

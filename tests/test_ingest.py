@@ -226,3 +226,18 @@ def test_killed_run_is_taken_over_with_nothing_lost(fresh_world: Any, tmp_path: 
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=world.bucket, Prefix="killed/sessions/")["Contents"]]
     assert len(keys) == len(set(keys))
     assert sum(k.endswith("video.mp4") for k in keys) == 4
+
+
+def test_vendor_transcripts_are_stored_when_asked(
+    world: LocalWorld, work: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UT_VENDOR_TRANSCRIPTS", "true")
+    target = CHECKOUT_SPEECH_SESSION_IDS[0]
+    mark = world.mark()
+    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST))
+    operations = [c["operation"] for c in world.api_calls(since=mark)]
+    assert operations.count("SessionResultsController_getTranscriptVtt") == 1  # one extra call, as documented
+    rec = record(world, work, target)
+    assert rec["vendor_transcript_key"] == f"{work}sessions/{target}/vendor-transcript.vtt"
+    body = world.s3_client().get_object(Bucket=world.bucket, Key=rec["vendor_transcript_key"])["Body"].read()
+    assert body.startswith(b"WEBVTT")
