@@ -8,3 +8,5 @@ import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# The plain modules' loggers reach each run's log in the Prefect UI.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ut_pipeline")

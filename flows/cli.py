@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from tasks.redact import install_redaction
 from tasks.results_api import ApiError, ResultsApiClient, open_client
+from tasks.runlog import configure_logging
 from tasks.settings import ConfigError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run the pipeline end to end on the local sandbox API and a local S3 server",
     )
+
+    ui = commands.add_parser(
+        "ui",
+        help="a local Prefect server with the deployments, a worker and the local world: the operator's view",
+    )
+    ui.add_argument("--port", type=int, default=4200, help="the UI's port on 127.0.0.1; 0 picks a free one")
 
     backfill = commands.add_parser("backfill", help="ingest chosen tests, time ranges or sessions")
     backfill.add_argument(
@@ -72,18 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--since", type=_aware, help="ISO time with zone: finished at or after")
     sessions.add_argument("--until", type=_aware, help="ISO time with zone: finished before")
     return parser
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("ut_pipeline.api").setLevel(logging.INFO if verbose else logging.WARNING)
-    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    install_redaction(logging.getLogger("ut_pipeline"))
 
 
 def test_ids_to_cover(
@@ -150,18 +143,26 @@ def run_flow(args: argparse.Namespace) -> int:
         if not (settings.test_ids or settings.workspace_ids):
             raise ConfigError("UT_TEST_IDS and UT_WORKSPACE_IDS are both empty: nothing to do")
         summary = nightly()
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary) if settings.log_format == "json" else json.dumps(summary, indent=2))
     return EXIT_FAILED if summary["failures"] or summary["test_errors"] else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.verbose)
+    try:
+        log_format = load_settings().log_format
+    except ConfigError:
+        log_format = "text"  # the error itself is reported below, as one line
+    configure_logging(log_format, verbose=args.verbose)
     try:
         if args.command == "demo":
             from flows.demo import run_demo
 
             return run_demo()
+        if args.command == "ui":
+            from flows.ui import run_ui
+
+            return run_ui(args.port)
         if args.command == "sessions":
             return list_sessions(args)
         return run_flow(args)

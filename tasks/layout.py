@@ -8,6 +8,7 @@ The layout is a contract with the teams that read the bucket; the README documen
     {prefix}sessions/{session_id}/transcript.json|.vtt|.srt   Whisper's transcript
     {prefix}sessions/{session_id}/frames/*.jpg, frames/index.json   interval and scene frames
     {prefix}dataset/sessions.parquet           one row per session: the ML-ready table
+    {prefix}runs/{flow_run_id}/summary.json, api-calls.jsonl   what each run did, every API request
     {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
     {prefix}state/ratelimit/{client_key}.json   the shared Results API request ledger
 """
@@ -41,6 +42,9 @@ class BucketLayout:
 
     def dataset_table(self) -> str:
         return f"{self.prefix}dataset/sessions.parquet"
+
+    def run_file(self, run_id: str, name: str) -> str:
+        return f"{self.prefix}runs/{UUID(run_id)}/{name}"
 
     def sessions_root(self) -> str:
         return f"{self.prefix}sessions/"

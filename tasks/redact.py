@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+from typing import Any
 
 REDACTED = "[REDACTED]"
 
@@ -60,6 +61,17 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_json(value: Any) -> Any:
+    """A JSON-like structure with every string redacted: for summaries and artifacts."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_json(item) for item in value]
+    return value
+
+
 def redact_url(url: str) -> str:
     """A URL safe to log: scheme, host and path; a query string is replaced when present."""
     base, sep, _ = url.partition("?")
@@ -79,16 +91,3 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
-
-
-_FILTER = RedactingFilter()
-
-
-def install_redaction(*loggers: logging.Logger) -> None:
-    """Attach the redacting filter to these loggers and to every handler of the root logger."""
-    for logger in (*loggers, logging.getLogger()):
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
-        for handler in logger.handlers:
-            if _FILTER not in handler.filters:
-                handler.addFilter(_FILTER)

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     whisper_compute_type: str = Field(default="auto", description="auto: int8 on CPU, float16 on CUDA")
     whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
     vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
+    log_format: Literal["text", "json"] = Field(default="text", description="json: JSON lines on stdout")
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 

@@ -6,6 +6,7 @@ are built once per worker process from the settings (:func:`runtime`), not shipp
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tasks.models import SessionSummary
 from tasks.outcome import Outcome
 from tasks.process import FrameOptions, Processor
 from tasks.records import RecordStore, Stage
+from tasks.redact import redact
 from tasks.results_api import ResultsApiClient, open_client
 from tasks.settings import Settings, load_settings
 from tasks.storage import s3_client
@@ -202,6 +204,29 @@ def sessions_in_bucket(test_ids: list[UUID], session_ids: list[UUID]) -> list[tu
         for r in records
         if r.has_video and (not tests or str(r.test_id) in tests) and (not wanted or r.session_id in wanted)
     ]
+
+
+@task(name="record-run")
+def record_run(run_id: str, summary: dict[str, Any], api_calls_jsonl: str) -> dict[str, str]:
+    """The run's summary and API action log, next to the data it describes."""
+    rt = runtime()
+    keys = {
+        "summary": rt.layout.run_file(run_id, "summary.json"),
+        "api_calls": rt.layout.run_file(run_id, "api-calls.jsonl"),
+    }
+    rt.s3.put_object(
+        Bucket=rt.bucket,
+        Key=keys["summary"],
+        Body=redact(json.dumps(summary, indent=2, default=str)).encode(),
+        ContentType="application/json",
+    )
+    rt.s3.put_object(
+        Bucket=rt.bucket,
+        Key=keys["api_calls"],
+        Body=api_calls_jsonl.encode(),
+        ContentType="application/x-ndjson",
+    )
+    return keys
 
 
 @task(name="read-watermark")
