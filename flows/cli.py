@@ -29,7 +29,6 @@ def _aware(value: str) -> datetime:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ut-pipeline", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every API call")
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser(
@@ -153,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format = load_settings().log_format
     except ConfigError:
         log_format = "text"  # the error itself is reported below, as one line
-    configure_logging(log_format, verbose=args.verbose)
+    configure_logging(log_format)
     try:
         if args.command == "demo":
             from flows.demo import run_demo

@@ -264,23 +264,17 @@ class ResultsApiClient:
 
     def session_details(self, session_id: UUID | str) -> SessionDetails | NotFound:
         """``GET /api/v3/sessionResults/{sessionId}``."""
-        sid = str(UUID(str(session_id)))
-        response = self._request(
-            "SessionResultsV3Controller_getSessionResults",
-            "/api/v3/sessionResults/{sessionId}",
-            path_params={"sessionId": sid},
-            resource_id=sid,
+        response = self._session_request(
+            "SessionResultsV3Controller_getSessionResults", "/api/v3/sessionResults/{sessionId}", session_id
         )
         return response if isinstance(response, NotFound) else SessionDetails.model_validate(response.json())
 
     def video_download_url(self, session_id: UUID | str) -> VideoDownload | NotFound:
         """``GET .../videoDownloadUrl``: a pre-signed link, valid one hour, single use."""
-        sid = str(UUID(str(session_id)))
-        response = self._request(
+        response = self._session_request(
             "SessionResultsController_getVideoDownloadUrl",
             "/api/v2/sessionResults/{sessionId}/videoDownloadUrl",
-            path_params={"sessionId": sid},
-            resource_id=sid,
+            session_id,
         )
         if isinstance(response, NotFound):
             return response
@@ -290,12 +284,10 @@ class ResultsApiClient:
 
     def transcript_vtt(self, session_id: UUID | str) -> str | NotFound:
         """``GET .../transcript``: UserTesting's WebVTT transcript (think-out-loud and live sessions)."""
-        sid = str(UUID(str(session_id)))
-        response = self._request(
+        response = self._session_request(
             "SessionResultsController_getTranscriptVtt",
             "/api/v2/sessionResults/{sessionId}/transcript",
-            path_params={"sessionId": sid},
-            resource_id=sid,
+            session_id,
             accept="text/vtt",
         )
         return response if isinstance(response, NotFound) else response.text
@@ -328,6 +320,15 @@ class ResultsApiClient:
             after = studies[-1].cursor
 
     # -- transport ---------------------------------------------------------------------------
+
+    def _session_request(
+        self, operation: str, template: str, session_id: UUID | str, accept: str = "application/json"
+    ) -> httpx.Response | NotFound:
+        """A per-session endpoint; the id is validated as a UUID before it becomes part of a path."""
+        sid = str(UUID(str(session_id)))
+        return self._request(
+            operation, template, path_params={"sessionId": sid}, resource_id=sid, accept=accept
+        )
 
     def _request(
         self,

@@ -48,13 +48,12 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Ours, so a second configuration finds and reuses it."""
 
 
-def configure_logging(log_format: str = "text", *, verbose: bool = False) -> None:
-    """Redact every handler; JSON lines on stdout or text on stderr; pipeline logs at INFO."""
+def configure_logging(log_format: str = "text") -> None:
+    """Redact every handler; JSON lines on stdout or text on stderr; pipeline logs (every API call) at INFO."""
     root = logging.getLogger()
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
     logging.getLogger(PIPELINE_LOGGER).setLevel(logging.INFO)
-    logging.getLogger(f"{PIPELINE_LOGGER}.api").setLevel(logging.INFO if verbose else logging.WARNING)
     ours = next((h for h in root.handlers if isinstance(h, _ConsoleHandler)), None)
     if ours is None:
         ours = _ConsoleHandler()

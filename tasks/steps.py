@@ -120,6 +120,15 @@ class _TransferLog:
             self._last.pop(session_id, None)
 
 
+def _logged(outcome: Outcome) -> Outcome:
+    """Each session's decision in the run log: errors for failures, so they stand out in the UI."""
+    if outcome.status == "failed":
+        get_run_logger().error("session %s: %s failed: %s", outcome.session_id, outcome.stage, outcome.reason)
+    else:
+        get_run_logger().info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
+    return outcome
+
+
 @task(name="enumerate-sessions", task_run_name="enumerate {test_id}")
 def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | None) -> list[SessionSummary]:
     """The test's completed sessions finished in ``[since, until)``."""
@@ -137,13 +146,7 @@ def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | 
 @task(name="ingest-session", task_run_name="ingest {session.session_id}")
 def ingest_session(session: SessionSummary, test_id: UUID, run_id: str, force: bool) -> Outcome:
     """Stream one session's video into the work bucket and record the outcome in ``session.json``."""
-    outcome = runtime().ingestor.ingest(session, test_id, run_id, force=force)
-    logger = get_run_logger()
-    if outcome.status == "failed":
-        logger.error("session %s: failed: %s", outcome.session_id, outcome.reason)
-    else:
-        logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
-    return outcome
+    return _logged(runtime().ingestor.ingest(session, test_id, run_id, force=force))
 
 
 class _TranscriptionLog:
@@ -171,13 +174,7 @@ class _TranscriptionLog:
 @task(name="process-session", task_run_name="process {session_id}")
 def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: bool) -> Outcome:
     """Transcribe and extract frames for one ingested session, from the bucket into the bucket."""
-    outcome = runtime().processor.process(session_id, run_id, set(stages), force=force)
-    logger = get_run_logger()
-    if outcome.status == "failed":
-        logger.error("session %s: processing failed: %s", outcome.session_id, outcome.reason)
-    else:
-        logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
-    return outcome
+    return _logged(runtime().processor.process(session_id, run_id, set(stages), force=force))
 
 
 @task(name="publish-dataset")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -51,6 +52,18 @@ def env_for(world: LocalWorld, ledger_dir: Path) -> dict[str, str]:
         "UT_RATE_LIMIT_BACKEND": "file",
         "UT_RATE_LIMIT_DIR": str(ledger_dir),
     }
+
+
+@contextmanager
+def isolated_env(world: LocalWorld, ledger_dir: Path, label: str) -> Iterator[tuple[str, pytest.MonkeyPatch]]:
+    """For module-scoped fixtures: the world's environment with a bucket prefix of its own, undone on exit."""
+    patch, prefix = pytest.MonkeyPatch(), f"{label}-{uuid4().hex[:8]}/"
+    for name, value in {**env_for(world, ledger_dir), "UT_WORK_PREFIX": prefix}.items():
+        patch.setenv(name, value)
+    try:
+        yield prefix, patch
+    finally:
+        patch.undo()
 
 
 @pytest.fixture

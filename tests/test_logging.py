@@ -27,7 +27,7 @@ from sandbox.local import LocalWorld
 from sandbox.world import CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
 from tasks import steps
 from tasks.results_api import ResultsApiClient
-from tests.conftest import env_for
+from tests.conftest import env_for, isolated_env
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,11 @@ def run(
     world: LocalWorld, prefect_server: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """One backfill of two sessions (every stage), with the links it was handed recorded on the side."""
-    mp = pytest.MonkeyPatch()
-    prefix = f"logs-{uuid4().hex[:8]}/"
-    for name, value in {
-        **env_for(world, tmp_path_factory.mktemp("ledger")),
-        "UT_WORK_PREFIX": prefix,
-    }.items():
-        mp.setenv(name, value)
+    with isolated_env(world, tmp_path_factory.mktemp("ledger"), "logs") as (prefix, mp):
+        yield _spied_run(world, prefix, mp)
+
+
+def _spied_run(world: LocalWorld, prefix: str, mp: pytest.MonkeyPatch) -> dict[str, Any]:
     links: list[str] = []
     real = ResultsApiClient.video_download_url
 
@@ -57,8 +55,7 @@ def run(
     summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=sessions))
     APILogWorker.drain_all(timeout=10)
     token = steps.runtime().client.tokens.get()
-    yield {"summary": summary, "prefix": prefix, "links": links, "token": token, "mark": mark}
-    mp.undo()
+    return {"summary": summary, "prefix": prefix, "links": links, "token": token, "mark": mark}
 
 
 def read_back(flow_run_id: str) -> tuple[list[Any], list[Any]]:

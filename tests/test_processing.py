@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -27,7 +27,7 @@ from sandbox.world import (
     MEDIA_EDGE_TEST_ID,
     SPEECH_CLIPS,
 )
-from tests.conftest import env_for
+from tests.conftest import isolated_env
 
 MANIFEST = json.loads((MEDIA_DIR / "manifest.json").read_text())["clips"]
 
@@ -48,16 +48,9 @@ def processed(
     world: LocalWorld, prefect_server: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """One full backfill (every stage) of the checkout and media-edge tests, shared by the tests below."""
-    mp = pytest.MonkeyPatch()
-    prefix = f"proc-{uuid4().hex[:8]}/"
-    for name, value in {
-        **env_for(world, tmp_path_factory.mktemp("ledger")),
-        "UT_WORK_PREFIX": prefix,
-    }.items():
-        mp.setenv(name, value)
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID, MEDIA_EDGE_TEST_ID]))
-    yield {"summary": summary, "prefix": prefix, "monkeypatch": mp}
-    mp.undo()
+    with isolated_env(world, tmp_path_factory.mktemp("ledger"), "proc") as (prefix, mp):
+        summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID, MEDIA_EDGE_TEST_ID]))
+        yield {"summary": summary, "prefix": prefix, "monkeypatch": mp}
 
 
 def get_json(world: LocalWorld, key: str) -> Any:
