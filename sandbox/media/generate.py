@@ -39,7 +39,7 @@ from sandbox.media.speech import speak
 
 WIDTH, HEIGHT = 640, 360
 CORRUPT_SEED = 1729
-SCENE_THRESHOLD = 10.0  # scdet scores our cuts at 20 or more, frames within a slide below 1
+SCENE_THRESHOLD = 10.0  # scdet scores our cuts at 11 or more, frames within a slide below 1
 MIN_MEAN_DB = -35.0  # espeak speech measures about -20 dB mean; a silent track about -91
 
 
