@@ -55,15 +55,19 @@ def configure_logging(log_format: str = "text") -> None:
         root.setLevel(logging.WARNING)
     logging.getLogger(PIPELINE_LOGGER).setLevel(logging.INFO)
     ours = next((h for h in root.handlers if isinstance(h, _ConsoleHandler)), None)
-    if ours is None:
-        ours = _ConsoleHandler()
+    if log_format == "json":
+        # Every console line as JSON on stdout: ours replaces any other console handler (Prefect's).
+        for handler in list(root.handlers):
+            if _is_console(handler) and handler is not ours:
+                root.removeHandler(handler)
+        ours = ours or _ConsoleHandler()
+        ours.setStream(sys.stdout)
+        ours.setFormatter(JsonFormatter())
+    elif ours is None and not any(_is_console(h) for h in root.handlers):
+        ours = _ConsoleHandler(sys.stderr)  # only where nobody (Prefect) prints yet: never twice
+        ours.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if ours is not None and ours not in root.handlers:
         root.addHandler(ours)
-    ours.setStream(sys.stdout if log_format == "json" else sys.stderr)
-    ours.setFormatter(
-        JsonFormatter()
-        if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -71,9 +75,11 @@ def configure_logging(log_format: str = "text") -> None:
         for handler in logger.handlers:
             if _FILTER not in handler.filters:
                 handler.addFilter(_FILTER)
-            if log_format == "json" and isinstance(handler, logging.StreamHandler) and handler is not ours:
-                handler.setStream(sys.stdout)
-                handler.setFormatter(JsonFormatter())
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    # pytest's capture handler is a StreamHandler too, but it is not a console.
+    return isinstance(handler, logging.StreamHandler) and type(handler).__name__ != "LogCaptureHandler"
 
 
 class ApiCallLog:
