@@ -44,8 +44,9 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(body, default=str))
 
 
-class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Ours, so a second configuration finds and reuses it."""
+class PipelineConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours, so a second configuration finds and reuses it. (Its public name matters: Prefect keeps a
+    root handler it takes for the user's instead of installing its own console.)"""
 
 
 def configure_logging(log_format: str = "text") -> None:
@@ -54,17 +55,17 @@ def configure_logging(log_format: str = "text") -> None:
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
     logging.getLogger(PIPELINE_LOGGER).setLevel(logging.INFO)
-    ours = next((h for h in root.handlers if isinstance(h, _ConsoleHandler)), None)
+    ours = next((h for h in root.handlers if isinstance(h, PipelineConsoleHandler)), None)
     if log_format == "json":
         # Every console line as JSON on stdout: ours replaces any other console handler (Prefect's).
         for handler in list(root.handlers):
             if _is_console(handler) and handler is not ours:
                 root.removeHandler(handler)
-        ours = ours or _ConsoleHandler()
+        ours = ours or PipelineConsoleHandler()
         ours.setStream(sys.stdout)
         ours.setFormatter(JsonFormatter())
     elif ours is None and not any(_is_console(h) for h in root.handlers):
-        ours = _ConsoleHandler(sys.stderr)  # only where nobody (Prefect) prints yet: never twice
+        ours = PipelineConsoleHandler(sys.stderr)  # only where nobody (Prefect) prints yet: never twice
         ours.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if ours is not None and ours not in root.handlers:
         root.addHandler(ours)
