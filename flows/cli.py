@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from tasks.results_api import ApiError, ResultsApiClient, open_client
+from tasks.results_api import ApiError, open_client
 from tasks.runlog import configure_logging
 from tasks.settings import ConfigError, load_settings
 
@@ -78,23 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_ids_to_cover(
-    client: ResultsApiClient, test_ids: Sequence[UUID], workspace_ids: Sequence[UUID]
-) -> list[UUID]:
-    """The tests named explicitly plus the Results API (STUDYV2) tests of the named workspaces."""
-    found = list(dict.fromkeys(test_ids))
-    for workspace in workspace_ids:
-        for study in client.workspace_tests(workspace):
-            if study.is_results_api_test and UUID(study.uuid) not in found:
-                found.append(UUID(study.uuid))
-    return found
-
-
 def list_sessions(args: argparse.Namespace) -> int:
     settings = load_settings()
     client = open_client(settings)
     try:
-        tests = test_ids_to_cover(client, args.test_id or settings.test_ids, settings.workspace_ids)
+        tests = client.tests_to_cover(args.test_id or settings.test_ids, settings.workspace_ids)
         if not tests:
             raise ConfigError("no tests to list: pass --test-id, or set UT_TEST_IDS or UT_WORKSPACE_IDS")
         for test in tests:

@@ -171,7 +171,7 @@ def enumerate_windows(
     windows: dict[UUID, tuple[datetime | None, datetime | None]], session_ids: list[UUID], report: RunReport
 ) -> list[tuple[UUID, SessionSummary]]:
     """The completed sessions of each test in its window (only ``session_ids`` if given)."""
-    wanted, work = set(session_ids), []
+    wanted = set(session_ids)
     with report.timed("enumerate"):
         work = _enumerate(windows, wanted, report)
     for missing in sorted(wanted - {s.session_id for _, s in work}, key=str):
@@ -198,12 +198,8 @@ class _Processing:
     """Processing tasks submitted as sessions become ready, collected at the end."""
 
     def __init__(self, runner: ThreadPoolTaskRunner, stages: list[Stage], force: bool, run_id: str) -> None:
-        self.runner, self.stages, self.force, self.run_id = (
-            runner,
-            [s for s in stages if s in PROCESSING],
-            force,
-            run_id,
-        )
+        self.runner, self.force, self.run_id = runner, force, run_id
+        self.stages = [s for s in stages if s in PROCESSING]
         self.futures: list[tuple[PrefectFuture[Outcome], str, str | None]] = []
         self.first_submit: float | None = None
 
@@ -237,13 +233,12 @@ def ingest_and_process(
         settings.download_concurrency,
         settings.process_concurrency,
     )
-    processing_stages = [s for s in stages if s in PROCESSING]
-    report.expected = len(work) * ((Stage.INGEST in stages) + bool(processing_stages))
     with (
         ThreadPoolTaskRunner(max_workers=settings.download_concurrency) as downloads,
         ThreadPoolTaskRunner(max_workers=settings.process_concurrency) as processors,
     ):
         processing = _Processing(processors, stages, force, report.run_id)
+        report.expected = len(work) * ((Stage.INGEST in stages) + bool(processing.stages))
         if Stage.INGEST not in stages:
             for test_id, session in work:
                 processing.submit(session.session_id, str(test_id))
@@ -332,10 +327,7 @@ def backfill(params: BackfillParams | None = None) -> dict[str, Any]:
 def nightly() -> dict[str, Any]:
     """Every configured test, from its watermark (or the look-back) to this run's start, every stage."""
     rt, logger = runtime(), get_run_logger()
-    tests = list(rt.settings.test_ids)
-    for workspace in rt.settings.workspace_ids:
-        tests += [UUID(s.uuid) for s in rt.client.workspace_tests(workspace) if s.is_results_api_test]
-    tests = list(dict.fromkeys(tests))
+    tests = rt.client.tests_to_cover(rt.settings.test_ids, rt.settings.workspace_ids)
     if not tests:
         raise ValueError("nothing to do: set UT_TEST_IDS or UT_WORKSPACE_IDS")
     until = datetime.now(UTC)

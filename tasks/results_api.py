@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -318,6 +318,15 @@ class ResultsApiClient:
             if len(studies) < WORKSPACE_PAGE_SIZE or not studies[-1].cursor:
                 return
             after = studies[-1].cursor
+
+    def tests_to_cover(self, test_ids: Sequence[UUID], workspace_ids: Sequence[UUID]) -> list[UUID]:
+        """The tests named explicitly, then the Results API (STUDYV2) tests of the named workspaces."""
+        found = list(dict.fromkeys(test_ids))
+        for workspace in workspace_ids:
+            for study in self.workspace_tests(workspace):
+                if study.is_results_api_test and UUID(study.uuid) not in found:
+                    found.append(UUID(study.uuid))
+        return found
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -16,7 +16,17 @@ from uuid import UUID, uuid4
 import pytest
 
 from sandbox.local import LocalWorld, max_in_window
-from sandbox.world import CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, onboarding_session_id
+from sandbox.world import (
+    CHECKOUT_NO_VIDEO_SESSION_ID,
+    CHECKOUT_SPEECH_SESSION_IDS,
+    CHECKOUT_TEST_ID,
+    CLASSIC_TEST_ID,
+    MEDIA_EDGE_TEST_ID,
+    ONBOARDING_TEST_ID,
+    PRICING_TEST_ID,
+    WORKSPACE_ID,
+    onboarding_session_id,
+)
 from tasks.models import NotFound, VideoDownload
 from tasks.results_api import ApiError, ApiUnavailable, BadRequest, ResultsApiClient, open_client
 from tasks.settings import load_settings
@@ -265,3 +275,10 @@ def test_limiter_holds_across_processes_counted_by_the_sandbox(
     assert len(calls) == 24
     assert [c for c in calls if c["status"] == 429] == []
     assert max_in_window([c["t"] for c in calls], window) <= limit
+
+
+def test_workspaces_give_their_results_api_tests(client: ResultsApiClient) -> None:
+    covered = client.tests_to_cover([CHECKOUT_TEST_ID], [WORKSPACE_ID])
+    assert covered[0] == CHECKOUT_TEST_ID  # named tests first, never twice
+    assert set(covered) == {CHECKOUT_TEST_ID, ONBOARDING_TEST_ID, PRICING_TEST_ID, MEDIA_EDGE_TEST_ID}
+    assert CLASSIC_TEST_ID not in covered  # a v1 (WEB) test: the Results API does not serve it
