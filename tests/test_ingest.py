@@ -156,8 +156,12 @@ def test_link_expiring_during_a_dropped_download_is_replaced(
     summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST))
     assert summary["counts"] == {"ingest": {"done": 1}}
     stats = world.admin("GET", "stats")
-    assert stats["links_issued"][str(target)] == 2  # the first link expired while the connection was down
-    served = [v for v in stats["video_requests"] if v["session_id"] == str(target)]
+    # The first link expired while the connection was down (on a loaded machine a link may also
+    # lapse before its first request: then it is replaced before any byte, and the same holds).
+    assert stats["links_issued"][str(target)] >= 2
+    served = [
+        v for v in stats["video_requests"] if v["session_id"] == str(target) and v["status"] in (200, 206)
+    ]
     assert [v["range"] for v in served] == [None, f"bytes={size // 3}-"]
     assert sum(v["bytes_sent"] for v in served) == size  # not a byte sent twice
     rec = json.loads(
@@ -166,7 +170,7 @@ def test_link_expiring_during_a_dropped_download_is_replaced(
         .read()
     )
     assert rec["video"]["sha256"] == sha256_file(MEDIA_DIR / clip)
-    assert rec["ingest"]["links_used"] == 2 and rec["ingest"]["resumes"] == 1
+    assert rec["ingest"]["links_used"] >= 2 and rec["ingest"]["resumes"] == 1
 
 
 @pytest.mark.slow
