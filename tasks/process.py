@@ -63,7 +63,7 @@ class Processor:
         layout: BucketLayout,
         frames: FrameOptions,
         transcriber: Callable[[], Transcriber],
-        progress: Callable[[str, float, float], None] | None = None,
+        progress: Callable[[str, float, float, float], None] | None = None,
     ) -> None:
         self.s3, self.bucket, self.layout = s3, bucket, layout
         self.records = RecordStore(s3, bucket, layout)
@@ -144,11 +144,14 @@ class Processor:
 
     def _transcribe(self, sid: UUID, extraction: Extraction) -> TranscriptInfo:
         assert extraction.audio is not None
-        started = time.monotonic()
         try:
-            transcript = self.transcriber().transcribe(
+            model = self.transcriber()  # loaded on first use: not part of this session's real-time factor
+            started = time.monotonic()
+            transcript = model.transcribe(
                 extraction.audio,
-                progress=(lambda done, total: self.progress(str(sid), done, total))
+                progress=(
+                    lambda done, total: self.progress(str(sid), done, total, time.monotonic() - started)
+                )
                 if self.progress
                 else None,
             )

@@ -150,25 +150,27 @@ def ingest_session(session: SessionSummary, test_id: UUID, run_id: str, force: b
 
 
 class _TranscriptionLog:
-    """Logs long transcriptions every few seconds with their real-time factor."""
+    """Logs long transcriptions every few seconds with their real-time factor (audio s per compute s)."""
 
     every_seconds = 5.0
 
     def __init__(self) -> None:
-        self._started: dict[str, tuple[float, float]] = {}
+        self._last: dict[str, float] = {}
 
-    def update(self, session_id: str, done: float, total: float) -> None:
+    def update(self, session_id: str, done: float, total: float, elapsed: float) -> None:
         now = time.monotonic()
-        started, last = self._started.setdefault(session_id, (now, now))
-        if now - last < self.every_seconds and done < total:
+        if now - self._last.get(session_id, 0.0) < self.every_seconds and done < total:
             return
-        self._started[session_id] = (started, now)
-        rtf = done / max(now - started, 1e-6)
+        self._last[session_id] = now
         get_run_logger().info(
-            "session %s: transcribed %.0f of %.0f s of audio (%.1fx real time)", session_id, done, total, rtf
+            "session %s: transcribed %.0f of %.0f s of audio (%.1fx real time)",
+            session_id,
+            done,
+            total,
+            done / max(elapsed, 1e-3),
         )
         if done >= total:
-            self._started.pop(session_id, None)
+            self._last.pop(session_id, None)
 
 
 @task(name="process-session", task_run_name="process {session_id}")
