@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -89,3 +90,8 @@ def prefect_server() -> Iterator[None]:
     """A temporary Prefect server (SQLite) for in-process flow runs."""
     with prefect_test_harness():
         yield
+
+
+def ingest_cli(test_id: UUID) -> list[str]:
+    """``ut-pipeline backfill --test-id ID --stage ingest`` as a subprocess command line."""
+    return [sys.executable, "-m", "flows.cli", "backfill", "--test-id", str(test_id), "--stage", "ingest"]

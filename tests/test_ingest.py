@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from sandbox.world import (
     SPEECH_CLIPS,
 )
 from tasks.records import Stage
-from tests.conftest import env_for
+from tests.conftest import env_for, ingest_cli
 
 LINK_OP = "SessionResultsController_getVideoDownloadUrl"
 INGEST = [Stage.INGEST]  # these tests are about ingest; processing has its own
@@ -195,16 +194,7 @@ def test_killed_run_is_taken_over_with_nothing_lost(fresh_world: Any, tmp_path: 
         "UT_SESSION_LEASE_SECONDS": "3",
         "UT_WORK_PREFIX": "killed/",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "backfill",
-        "--test-id",
-        str(CHECKOUT_TEST_ID),
-        "--stage",
-        "ingest",
-    ]
+    cmd = ingest_cli(CHECKOUT_TEST_ID)
     # Its own process group, killed whole: the run and the ephemeral Prefect server it started.
     victim = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from sandbox.local import LocalWorld
 from sandbox.world import CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
 from tasks import steps
 from tasks.results_api import ResultsApiClient
-from tests.conftest import env_for, isolated_env
+from tests.conftest import env_for, ingest_cli, isolated_env
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +159,7 @@ def test_json_log_format_is_json_lines_on_stdout(world: LocalWorld, tmp_path: Pa
         "UT_LOG_FORMAT": "json",
         "UT_WORK_PREFIX": f"json-{uuid4().hex[:8]}/",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "backfill",
-        "--test-id",
-        str(CHECKOUT_TEST_ID),
-        "--stage",
-        "ingest",
-    ]
+    cmd = ingest_cli(CHECKOUT_TEST_ID)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
