@@ -29,7 +29,8 @@ Accuracy, from the last round's files:
   up to half a second *later*; ``round=up`` (the pipeline) the last frame shown at or before it;
 - the mean absolute difference in luma (0 to 255) between each interval JPEG and the exact frame on
   screen at its tick (the reference: the plain command with ``fps=1:round=up``, run once, untimed),
-  and how many ticks show another picture (difference above 2);
+  and how many ticks show another picture (difference above 2: a moving picture a few frames off, or
+  another slide) or another slide (above 20);
 - the same difference against the variant without its option (what the option alone changes);
 - for pipeline rows, the scene frames against the file's designed cuts.
 """
@@ -57,7 +58,8 @@ import numpy as np
 
 JPEG_QUALITY = ["-q:v", "3"]  # the pipeline's (tasks.media.JPEG_QUALITY)
 QUIET = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
-ANOTHER_PICTURE = 2.0  # mean luma difference above which a tick shows another picture
+ANOTHER_PICTURE = 2.0  # mean luma difference above which a tick shows another picture (motion, a cut)
+ANOTHER_SLIDE = 20.0  # ... and above which it shows another slide (motion stays under 10, cuts are 40+)
 PYAV_SKIP_FRAME = {"nokey": "NONKEY", "bidir": "BIDIR"}  # ffmpeg's -skip_frame values, as PyAV names them
 SKIP_LOOP_FILTER = ["-skip_loop_filter", "all"]
 SCENE_THRESHOLD = 0.2  # the pipeline's default (UT_SCENE_THRESHOLD)
@@ -369,6 +371,7 @@ def run(minutes: int, rounds: int) -> dict[str, Any]:
                     mad_exact=statistics.fmean(exact),
                     mad_exact_max=max(exact),
                     ticks_off=sum(d > ANOTHER_PICTURE for d in exact),
+                    ticks_other_slide=sum(d > ANOTHER_SLIDE for d in exact),
                 )
                 if variant.baseline:
                     own = _compare(frames, _interval_frames(outs[variant.baseline]))
@@ -439,7 +442,7 @@ def main() -> None:
     )
     print(
         f"{'variant':42} {'frames':>6} {'offset |mean|':>13} {'worst':>6} {'vs exact frame':>15} "
-        f"{'ticks off':>9} {'vs without option':>18}"
+        f"{'ticks: other picture':>20} {'other slide':>11} {'vs without option':>18}"
     )
     for row in r["rows"]:
         if "mad_exact" not in row:
@@ -451,7 +454,8 @@ def main() -> None:
         own = f"{row['mad_own']:.2f} / {row['mad_own_max']:.1f}" if "mad_own" in row else "-"
         print(
             f"{row['name']:42} {row['frames']:6d} {row['offset_mean']:13.2f} {row['offset_max']:+6.2f} "
-            f"{row['mad_exact']:7.2f} / {row['mad_exact_max']:5.1f} {row['ticks_off']:9d} {own:>18}"
+            f"{row['mad_exact']:7.2f} / {row['mad_exact_max']:5.1f} {row['ticks_off']:20d} "
+            f"{row['ticks_other_slide']:11d} {own:>18}"
         )
 
     print(f"\nScene frames of the pipeline rows against the {r['cuts']} designed cuts")
