@@ -7,6 +7,7 @@ are built once per worker process from the settings (:func:`runtime`), not shipp
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 
 from tasks import dataset
 from tasks.http import new_client
@@ -99,6 +101,15 @@ def _transcriber(settings: Settings) -> Transcriber:
     )
 
 
+def _progress_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger inside a task; the plain pipeline logger outside one. A progress line must
+    never be what fails a transfer or a transcription."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("ut_pipeline.progress")
+
+
 class _TransferLog:
     """Logs long transfers every few seconds (percent and MB/s), not every chunk."""
 
@@ -115,7 +126,7 @@ class _TransferLog:
         self._last[session_id] = (now, received)
         rate = (received - last_bytes) / max(now - last_time, 1e-6) / 1e6
         share = f"{100 * received / total:.0f}%" if total else f"{received / 1e6:.0f} MB"
-        get_run_logger().info("session %s: %s transferred, %.1f MB/s", session_id, share, rate)
+        _progress_logger().info("session %s: %s transferred, %.1f MB/s", session_id, share, rate)
         if total is not None and received >= total:
             self._last.pop(session_id, None)
 
@@ -162,7 +173,7 @@ class _TranscriptionLog:
         if now - self._last.get(session_id, 0.0) < self.every_seconds and done < total:
             return
         self._last[session_id] = now
-        get_run_logger().info(
+        _progress_logger().info(
             "session %s: transcribed %.0f of %.0f s of audio (%.1fx real time)",
             session_id,
             done,
