@@ -119,7 +119,8 @@ class Ingestor:
             )
         except _NoVideo as exc:
             final = claimed.model_copy(update={"status": Status.NO_VIDEO, "lease": None})
-            self._finish(final, state["etag"], link_requests)
+            if not self._finish(final, state["etag"], link_requests):
+                return outcome("skipped", "another run took the session over", link_requests=link_requests)
             return outcome("no_video", exc.args[0] if exc.args else "no video", link_requests=link_requests)
         except (TransferError, ApiError, Conflict) as exc:
             message = redact(str(exc))
