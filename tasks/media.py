@@ -114,8 +114,9 @@ class FrameInfo:
 
 @dataclass(frozen=True)
 class Extraction:
-    """What ``extract`` wrote. ``seconds`` is the wall time it took, for metrics."""
+    """What ``extract`` wrote, and what it probed of the input. ``seconds`` is the wall time, for metrics."""
 
+    info: MediaInfo
     audio: Path | None
     audio_duration: float | None
     frames: list[FrameInfo]
@@ -270,6 +271,7 @@ def extract(
         _remove(audio, frames)
         raise
     return Extraction(
+        info=info,
         audio=audio.wav if audio is not None else None,
         audio_duration=audio_duration,
         frames=written,

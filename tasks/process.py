@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from tasks.layout import BucketLayout
-from tasks.media import Extraction, MediaError, MediaInfo, extract, frames_index, probe
+from tasks.media import Extraction, MediaError, MediaInfo, extract, frames_index
 from tasks.outcome import Outcome
 from tasks.records import (
     Conflict,
@@ -114,7 +114,6 @@ class Processor:
             video = Path(scratch) / "video.mp4"
             self._download(record.video.key, record.video.sha256, video)
             try:
-                info = probe(video)
                 extraction = extract(
                     video,
                     Path(scratch) / "out",
@@ -126,7 +125,7 @@ class Processor:
                 )
             except MediaError as exc:
                 raise _StageFailed("media", str(exc)) from None
-            updates: dict[str, Any] = {"media": _summary(info)}
+            updates: dict[str, Any] = {"media": _summary(extraction.info)}
             if transcribe:
                 updates["transcript"] = self._transcribe(sid, extraction)
             if frames:
