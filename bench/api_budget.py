@@ -24,7 +24,7 @@ from typing import Any
 
 
 def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
-    from flows.pipeline import BackfillParams, backfill
+    from flows.pipeline import backfill
     from sandbox.local import max_in_window, start_local_world
     from sandbox.world import ONBOARDING_SPAN, ONBOARDING_TEST_ID
     from tasks.records import Stage
@@ -48,7 +48,7 @@ def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
             }
         )
         started = time.monotonic()
-        summary = backfill(BackfillParams(test_ids=[ONBOARDING_TEST_ID], since=since, stages=[Stage.INGEST]))
+        summary = backfill(test_ids=[ONBOARDING_TEST_ID], since=since, stages=[Stage.INGEST])
         wall = time.monotonic() - started
         stats = world.admin("GET", "stats")
 

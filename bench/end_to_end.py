@@ -132,10 +132,10 @@ def _plain_loop(test_id: uuid.UUID, since: datetime, wanted: set[uuid.UUID]) -> 
 
 
 def _flow(test_id: uuid.UUID, since: datetime, wanted: list[uuid.UUID]) -> dict[str, Any]:
-    from flows.pipeline import BackfillParams, backfill
+    from flows.pipeline import backfill
 
     started = time.perf_counter()
-    summary = backfill(BackfillParams(test_ids=[test_id], since=since, session_ids=wanted))
+    summary = backfill(test_ids=[test_id], since=since, session_ids=wanted)
     return {"wall": time.perf_counter() - started, "summary": summary}
 
 

@@ -5,7 +5,8 @@
 - ``ut-nightly/nightly``: on a cron schedule (default 02:00 UTC), one run at a time, so a slow
   night never overlaps the next.
 - ``ut-backfill/backfill``: no schedule; started from the UI's "Custom run", whose form is
-  rendered from :class:`flows.pipeline.BackfillParams`.
+  rendered from the flow's parameters
+  and their docstring.
 - ``ut-reprocess/reprocess``: no schedule; chosen stages again for ingested sessions.
 
 Both run on a process work pool (created if missing). A process worker runs flows with its own

@@ -100,14 +100,14 @@ def list_sessions(args: argparse.Namespace) -> int:
 
 def run_flow(args: argparse.Namespace) -> int:
     """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
-    from flows.pipeline import BackfillParams, ReprocessParams, backfill, nightly, reprocess
+    from flows.pipeline import backfill, nightly, reprocess
 
     settings = load_settings()
     settings.require_bucket()  # fail before Prefect starts, with the variable's name
     if args.command == "backfill":
         if not (args.test_id or settings.test_ids):
             raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")
-        params = BackfillParams(
+        summary = backfill(
             test_ids=args.test_id,
             since=args.since,
             until=args.until,
@@ -115,16 +115,13 @@ def run_flow(args: argparse.Namespace) -> int:
             force=args.force,
             **({"stages": args.stage} if args.stage else {}),
         )
-        summary = backfill(params)
     elif args.command == "reprocess":
         if not (args.test_id or args.session_id):
             raise ConfigError("name what to reprocess: --session-id or --test-id")
         summary = reprocess(
-            ReprocessParams(
-                session_ids=args.session_id,
-                test_ids=args.test_id,
-                **({"stages": args.stage} if args.stage else {}),
-            )
+            session_ids=args.session_id,
+            test_ids=args.test_id,
+            **({"stages": args.stage} if args.stage else {}),
         )
     else:
         if not (settings.test_ids or settings.workspace_ids):

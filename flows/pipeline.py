@@ -33,7 +33,7 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tasks.models import SessionSummary
 from tasks.outcome import Outcome
@@ -53,29 +53,9 @@ from tasks.steps import (
     sessions_in_bucket,
 )
 
-ALL_STAGES = [Stage.INGEST, Stage.TRANSCRIBE, Stage.FRAMES]
-PROCESSING = {Stage.TRANSCRIBE, Stage.FRAMES}
-
-
-class BackfillParams(BaseModel):
-    """What to (re)ingest and process. Empty lists mean: the configured tests, every session."""
-
-    test_ids: list[UUID] = Field(default_factory=list, description="Tests to cover; empty: UT_TEST_IDS")
-    since: datetime | None = Field(default=None, description="Sessions finished at or after (UTC)")
-    until: datetime | None = Field(default=None, description="Sessions finished before (UTC)")
-    session_ids: list[UUID] = Field(default_factory=list, description="Only these sessions of the tests")
-    force: bool = Field(default=False, description="Redo what is already done (videos, transcripts, frames)")
-    stages: list[Stage] = Field(default_factory=lambda: list(ALL_STAGES), description="Stages to run")
-
-
-class ReprocessParams(BaseModel):
-    """Which ingested sessions to process again, and which stages."""
-
-    session_ids: list[UUID] = Field(default_factory=list, description="These sessions")
-    test_ids: list[UUID] = Field(default_factory=list, description="Or every ingested session of these tests")
-    stages: list[Stage] = Field(
-        default_factory=lambda: [Stage.TRANSCRIBE, Stage.FRAMES], description="transcribe and/or frames"
-    )
+PROCESSING_STAGES = [Stage.TRANSCRIBE, Stage.FRAMES]
+ALL_STAGES = [Stage.INGEST, *PROCESSING_STAGES]
+PROCESSING = set(PROCESSING_STAGES)
 
 
 @dataclass
@@ -311,15 +291,30 @@ def failures_markdown(summary: dict[str, Any]) -> str:
 
 
 @flow(name="ut-backfill", log_prints=True)
-def backfill(params: BackfillParams | None = None) -> dict[str, Any]:
-    """Ingest and process chosen tests, time ranges or sessions, started by hand or from the UI's form."""
-    params = params or BackfillParams()
-    tests = params.test_ids or runtime().settings.test_ids
+def backfill(
+    test_ids: list[UUID] = Field(default=[]),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    session_ids: list[UUID] = Field(default=[]),
+    force: bool = False,
+    stages: list[Stage] = Field(default=ALL_STAGES),
+) -> dict[str, Any]:
+    """Ingest and process chosen tests, time ranges or sessions, started by hand or from the UI's form.
+
+    Args:
+        test_ids: Tests to cover; empty means the tests of UT_TEST_IDS.
+        since: Only sessions finished at or after this time (UTC); empty means from the first.
+        until: Only sessions finished before this time (UTC); empty means up to now.
+        session_ids: Only these sessions of the tests; empty means every completed session.
+        force: Redo what is already done (videos, transcripts, frames).
+        stages: The stages to run: ingest, transcribe, frames.
+    """
+    tests = test_ids or runtime().settings.test_ids
     if not tests:
         raise ValueError("no tests given and UT_TEST_IDS is empty")
     report = RunReport.start()
-    work = enumerate_windows({t: (params.since, params.until) for t in tests}, params.session_ids, report)
-    ingest_and_process(work, params.stages, params.force, report)
+    work = enumerate_windows({t: (since, until) for t in tests}, session_ids, report)
+    ingest_and_process(work, stages, force, report)
     return finish(report)
 
 
@@ -353,16 +348,25 @@ def nightly() -> dict[str, Any]:
 
 
 @flow(name="ut-reprocess", log_prints=True)
-def reprocess(params: ReprocessParams | None = None) -> dict[str, Any]:
-    """Chosen stages again for sessions already in the bucket, e.g. after a model change. No API calls."""
-    params = params or ReprocessParams()
-    if not (params.session_ids or params.test_ids):
+def reprocess(
+    session_ids: list[UUID] = Field(default=[]),
+    test_ids: list[UUID] = Field(default=[]),
+    stages: list[Stage] = Field(default=PROCESSING_STAGES),
+) -> dict[str, Any]:
+    """Chosen stages again for sessions already in the bucket, e.g. after a model change. No API calls.
+
+    Args:
+        session_ids: These sessions.
+        test_ids: Or every ingested session of these tests.
+        stages: The stages to run again: transcribe and/or frames.
+    """
+    if not (session_ids or test_ids):
         raise ValueError("name sessions or tests to reprocess")
     report = RunReport.start()
-    sessions = sessions_in_bucket(params.test_ids, params.session_ids)
-    get_run_logger().info("%d ingested sessions to reprocess: %s", len(sessions), ", ".join(params.stages))
+    sessions = sessions_in_bucket(test_ids, session_ids)
+    get_run_logger().info("%d ingested sessions to reprocess: %s", len(sessions), ", ".join(stages))
     with ThreadPoolTaskRunner(max_workers=runtime().settings.process_concurrency) as processors:
-        processing = _Processing(processors, params.stages, True, _run_id())
+        processing = _Processing(processors, stages, True, _run_id())
         for session_id, test_id in sessions:
             processing.submit(session_id, test_id)
         processing.collect(report)

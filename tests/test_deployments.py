@@ -70,7 +70,7 @@ with get_client(sync_client=True) as client:
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC"), schedule
     backfill = client.read_deployment_by_name("ut-backfill/backfill")
     assert backfill.schedules == []
-    run = client.create_flow_run_from_deployment(backfill.id, parameters={{"params": {{"test_ids": ["{CHECKOUT_TEST_ID}"]}}}})
+    run = client.create_flow_run_from_deployment(backfill.id, parameters={{"test_ids": ["{CHECKOUT_TEST_ID}"]}})
     print(run.id)
 """
     created = subprocess.run(

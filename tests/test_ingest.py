@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from flows.pipeline import BackfillParams, backfill, nightly
+from flows.pipeline import backfill, nightly
 from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.world import (
@@ -56,7 +56,7 @@ def link_calls(world: LocalWorld, since: int = 0) -> list[dict[str, Any]]:
 
 
 def test_backfill_ingests_every_completed_session_byte_for_byte(world: LocalWorld, work: str) -> None:
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    summary = backfill(test_ids=[CHECKOUT_TEST_ID], stages=INGEST)
     assert summary["counts"] == {"ingest": {"done": 4, "no_video": 1}}
     assert summary["failures"] == [] and summary["test_errors"] == {}
 
@@ -85,17 +85,15 @@ def test_backfill_ingests_every_completed_session_byte_for_byte(world: LocalWorl
 
 
 def test_second_run_makes_no_link_calls_and_force_redoes(world: LocalWorld, work: str) -> None:
-    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    backfill(test_ids=[CHECKOUT_TEST_ID], stages=INGEST)
     mark = world.mark()
-    again = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    again = backfill(test_ids=[CHECKOUT_TEST_ID], stages=INGEST)
     assert again["counts"] == {"ingest": {"skipped": 5}}
     assert link_calls(world, mark) == []
 
     one = CHECKOUT_SPEECH_SESSION_IDS[0]
     mark = world.mark()
-    forced = backfill(
-        BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[one], force=True, stages=INGEST)
-    )
+    forced = backfill(test_ids=[CHECKOUT_TEST_ID], session_ids=[one], force=True, stages=INGEST)
     assert forced["counts"] == {"ingest": {"done": 1}}
     assert [c["session_id"] for c in link_calls(world, mark)] == [str(one)]
     assert record(world, work, one)["ingest"]["attempts"] == 2
@@ -104,7 +102,7 @@ def test_second_run_makes_no_link_calls_and_force_redoes(world: LocalWorld, work
 def test_failures_are_recorded_and_retried_by_the_next_run(world: LocalWorld, work: str) -> None:
     target = CHECKOUT_SPEECH_SESSION_IDS[2]
     world.admin("POST", "faults", json=[{"target": "video", "session_id": str(target), "status": 404}])
-    first = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    first = backfill(test_ids=[CHECKOUT_TEST_ID], stages=INGEST)
     assert first["counts"]["ingest"]["failed"] == 1
     failed = record(world, work, target)
     assert failed["status"] == "failed"
@@ -112,7 +110,7 @@ def test_failures_are_recorded_and_retried_by_the_next_run(world: LocalWorld, wo
     assert "X-Amz" not in json.dumps(failed)
 
     mark = world.mark()
-    second = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], stages=INGEST))
+    second = backfill(test_ids=[CHECKOUT_TEST_ID], stages=INGEST)
     assert second["counts"] == {"ingest": {"done": 1, "skipped": 4}}
     assert [c["session_id"] for c in link_calls(world, mark)] == [str(target)]
     assert record(world, work, target)["status"] == "ingested"
@@ -152,7 +150,7 @@ def test_link_expiring_during_a_dropped_download_is_replaced(
     world.admin(
         "POST", "faults", json=[{"target": "video", "session_id": str(target), "drop_after_bytes": size // 3}]
     )
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST))
+    summary = backfill(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST)
     assert summary["counts"] == {"ingest": {"done": 1}}
     stats = world.admin("GET", "stats")
     # The first link expired while the connection was down (on a loaded machine a link may also
@@ -228,7 +226,7 @@ def test_vendor_transcripts_are_stored_when_asked(
     monkeypatch.setenv("UT_VENDOR_TRANSCRIPTS", "true")
     target = CHECKOUT_SPEECH_SESSION_IDS[0]
     mark = world.mark()
-    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST))
+    backfill(test_ids=[CHECKOUT_TEST_ID], session_ids=[target], stages=INGEST)
     operations = [c["operation"] for c in world.api_calls(since=mark)]
     assert operations.count("SessionResultsController_getTranscriptVtt") == 1  # one extra call, as documented
     rec = record(world, work, target)

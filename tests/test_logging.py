@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.logging.handlers import APILogWorker
 
-from flows.pipeline import BackfillParams, backfill
+from flows.pipeline import backfill
 from sandbox.local import LocalWorld
 from sandbox.world import CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
 from tasks import steps
@@ -51,7 +51,7 @@ def _spied_run(world: LocalWorld, prefix: str, mp: pytest.MonkeyPatch) -> dict[s
     mp.setattr(ResultsApiClient, "video_download_url", spy)
     mark = world.mark()
     sessions = [CHECKOUT_SPEECH_SESSION_IDS[0], CHECKOUT_NO_VIDEO_SESSION_ID]
-    summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID], session_ids=sessions))
+    summary = backfill(test_ids=[CHECKOUT_TEST_ID], session_ids=sessions)
     APILogWorker.drain_all(timeout=10)
     token = steps.runtime().client.tokens.get()
     return {"summary": summary, "prefix": prefix, "links": links, "token": token, "mark": mark}

@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from flows.pipeline import BackfillParams, ReprocessParams, backfill, reprocess
+from flows.pipeline import backfill, reprocess
 from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.world import (
@@ -49,7 +49,7 @@ def processed(
 ) -> Iterator[dict[str, Any]]:
     """One full backfill (every stage) of the checkout and media-edge tests, shared by the tests below."""
     with isolated_env(world, tmp_path_factory.mktemp("ledger"), "proc") as (prefix, mp):
-        summary = backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID, MEDIA_EDGE_TEST_ID]))
+        summary = backfill(test_ids=[CHECKOUT_TEST_ID, MEDIA_EDGE_TEST_ID])
         yield {"summary": summary, "prefix": prefix, "monkeypatch": mp}
 
 
@@ -144,7 +144,7 @@ def test_dataset_reads_back_from_s3_with_one_row_per_session(
     assert rows[str(CHECKOUT_NO_VIDEO_SESSION_ID)]["status"] == "no_video"
     assert rows[str(EDGE_NO_AUDIO_SESSION_ID)]["error_stage"] == "media"
 
-    backfill(BackfillParams(test_ids=[CHECKOUT_TEST_ID]))  # a rerun replaces rows, never duplicates them
+    backfill(test_ids=[CHECKOUT_TEST_ID])  # a rerun replaces rows, never duplicates them
     again = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
     assert again.num_rows == 9
     assert sorted(again.column("session_id").to_pylist()) == sorted(rows)
@@ -157,7 +157,7 @@ def test_reprocess_runs_chosen_stages_from_the_bucket_without_api_calls(
     before = record(world, processed["prefix"], session_id)
     processed["monkeypatch"].setenv("UT_FRAME_RATE", "2")
     mark = world.mark()
-    summary = reprocess(ReprocessParams(session_ids=[session_id], stages=["frames"]))
+    summary = reprocess(session_ids=[session_id], stages=["frames"])
     assert summary["counts"] == {"process": {"done": 1}}
     assert world.api_calls(since=mark) == []  # processing never talks to UserTesting
     after = record(world, processed["prefix"], session_id)
