@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from tasks.results_api import ApiError, open_client
+from flows.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tasks.results_api import ApiError, ApiUnavailable, ListProblem, Unauthorized, open_client
 from tasks.runlog import configure_logging
-from tasks.settings import ConfigError, load_settings
+from tasks.settings import ConfigError, Settings, load_settings
+from tasks.storage import StorageUnavailable, preflight
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_STARTUP = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STAGES = ["ingest", "transcribe", "frames"]
 
 
@@ -79,15 +82,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def list_sessions(args: argparse.Namespace) -> int:
+    """Print each completed session; an unusable list item is one line on stderr, and exit 1."""
     settings = load_settings()
     client = open_client(settings)
+    problems: list[ListProblem] = []
+
+    def on_problem(problem: ListProblem) -> None:
+        problems.append(problem)
+        print(f"ut-pipeline: unusable list item: {problem}", file=sys.stderr)
+
     try:
         tests = client.tests_to_cover(args.test_id or settings.test_ids, settings.workspace_ids)
         if not tests:
             raise ConfigError("no tests to list: pass --test-id, or set UT_TEST_IDS or UT_WORKSPACE_IDS")
         for test in tests:
             count = 0
-            for session in client.completed_sessions(test, args.since, args.until):
+            for session in client.completed_sessions(test, args.since, args.until, on_problem=on_problem):
                 count += 1
                 print(
                     f"{test}\t{session.session_id}\t{session.finish_time.isoformat() if session.finish_time else ''}"
@@ -95,15 +105,28 @@ def list_sessions(args: argparse.Namespace) -> int:
             print(f"# test {test}: {count} completed sessions", file=sys.stderr)
     finally:
         client.close()
-    return EXIT_OK
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def check_credentials(settings: Settings) -> None:
+    """Fetch a token before any flow starts: refused credentials are a configuration error. (The
+    token endpoint is not the Results API: this costs nothing against its quota.)"""
+    client = open_client(settings)
+    try:
+        if client.tokens.can_refresh:
+            client.tokens.get()
+    finally:
+        client.close()
 
 
 def run_flow(args: argparse.Namespace) -> int:
     """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
     from flows.pipeline import backfill, nightly, reprocess
+    from flows.report import verdict
 
     settings = load_settings()
-    settings.require_bucket()  # fail before Prefect starts, with the variable's name
+    preflight(settings.require_bucket())  # fail before Prefect starts, with the variable's name
+    check_credentials(settings)
     if args.command == "backfill":
         if not (args.test_id or settings.test_ids):
             raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")
@@ -128,16 +151,19 @@ def run_flow(args: argparse.Namespace) -> int:
             raise ConfigError("UT_TEST_IDS and UT_WORKSPACE_IDS are both empty: nothing to do")
         summary = nightly()
     print(json.dumps(summary) if settings.log_format == "json" else json.dumps(summary, indent=2))
-    return EXIT_FAILED if summary["failures"] or summary["test_errors"] else EXIT_OK
+    problems = any(summary[k] for k in ("failures", "held", "list_problems", "test_errors", "run_errors"))
+    print(f"ut-pipeline: {verdict(summary)}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        log_format = load_settings().log_format
+        settings = load_settings()
+        log_format, log_dir = settings.log_format, settings.log_dir
     except ConfigError:
-        log_format = "text"  # the error itself is reported below, as one line
-    configure_logging(log_format)
+        log_format, log_dir = "text", None  # the error itself is reported below, as one line
+    configure_logging(log_format, log_dir)
     try:
         if args.command == "demo":
             from flows.demo import run_demo
@@ -150,12 +176,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sessions":
             return list_sessions(args)
         return run_flow(args)
-    except ConfigError as exc:
+    except (ConfigError, StorageUnavailable) as exc:
         print(f"ut-pipeline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Unauthorized as exc:
+        print(
+            f"ut-pipeline: configuration error: UT_CLIENT_ID / UT_CLIENT_SECRET (or UT_ACCESS_TOKEN) "
+            f"refused: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except ApiUnavailable as exc:
+        print(f"ut-pipeline: the API cannot be reached: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ApiError as exc:
         print(f"ut-pipeline: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        print(
+            "ut-pipeline: the local Prefect server did not start in time "
+            f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS={os.environ.get(_STARTUP, '?')} s); "
+            "raise it, or point PREFECT_API_URL at a running server",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

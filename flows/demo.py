@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from flows.cli import EXIT_FAILED, EXIT_OK
+from flows.exitcodes import EXIT_FAILED, EXIT_OK
 from sandbox.local import max_in_window, start_local_world
 from sandbox.world import CHECKOUT_CORRUPT_SESSION_ID, CHECKOUT_TEST_ID
 from tasks.settings import load_settings

@@ -3,22 +3,21 @@ into the bucket, transcribe them and extract frames, and publish the dataset.
 
 - ``nightly``: every test of ``UT_TEST_IDS`` (and the Results API tests of ``UT_WORKSPACE_IDS``),
   from each test's watermark, or a look-back on a first run, up to the run's start.
-- ``backfill``: chosen tests, time range or sessions, with ``force``; its parameters are one pydantic
-  model, so the Prefect UI renders a form for a custom run.
+- ``backfill``: chosen tests, time range or sessions, with ``force``; its parameters are flat, so the
+  Prefect UI renders a form for a custom run.
 - ``reprocess``: chosen stages again for sessions already in the bucket (after a model change),
   without any API call.
 
-Ingest and processing overlap: a session is handed to processing as soon as its video is in.
+Ingest and processing overlap: a session is handed to processing as soon as its video is in. A
+session another live run holds is waited for at the end (its own count if it stays held), and
+sessions whose video was not ready when last asked are asked again by every run of their test.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -35,16 +34,20 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.report import RunReport, failures_markdown, summary_table, verdict
+from tasks.errors import describe
 from tasks.models import SessionSummary
 from tasks.outcome import Outcome
 from tasks.records import Stage
 from tasks.redact import redact_json
-from tasks.results_api import ApiCall, ApiError
-from tasks.runlog import ApiCallLog, configure_logging
+from tasks.results_api import ApiCall, ApiError, Unauthorized
+from tasks.runlog import configure_logging
 from tasks.steps import (
     advance_watermark,
+    check_storage,
     enumerate_sessions,
     ingest_session,
+    late_videos,
     process_session,
     publish_dataset,
     read_watermark,
@@ -57,237 +60,228 @@ PROCESSING_STAGES = [Stage.TRANSCRIBE, Stage.FRAMES]
 ALL_STAGES = [Stage.INGEST, *PROCESSING_STAGES]
 PROCESSING = set(PROCESSING_STAGES)
 
+Work = list[tuple[UUID, SessionSummary]]
 
-@dataclass
-class RunReport:
-    """What a run did per session and stage, as it happens: the summary, artifacts and exit code come from it.
+log = logging.getLogger("ut_pipeline.flows")
 
-    It also keeps the run's API action log (every Results API request made by this flow run) and the
-    progress artifact that a long backfill keeps up to date in the UI.
-    """
 
-    run_id: str
-    outcomes: list[Outcome] = field(default_factory=list)
-    test_errors: dict[str, str] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    api_log: ApiCallLog = field(default_factory=ApiCallLog)
-    expected: int = 0
-    started: float = field(default_factory=time.monotonic)
-    progress_id: UUID | None = None
+def start_run() -> RunReport:
+    """Logging, the storage check, the scratch sweep and the progress artifact of a new run."""
+    rt = runtime()
+    configure_logging(rt.settings.log_format, rt.settings.log_dir)
+    check_storage()
+    report = RunReport(run_id=_run_id())
+    rt.scratch.sweep()
+    rt.client.observers.append(lambda call: _observe(report, call))
+    report.progress_id = create_progress_artifact(0.0, key="ut-run-progress", description="sessions handled")
+    return report
 
-    @classmethod
-    def start(cls) -> RunReport:
-        rt = runtime()
-        configure_logging(rt.settings.log_format)
-        report = cls(run_id=_run_id())
-        rt.client.observers.append(report.observe)
-        report.progress_id = create_progress_artifact(
-            0.0, key="ut-run-progress", description="sessions handled"
-        )
-        return report
 
-    def observe(self, call: ApiCall) -> None:
-        """Client observer: keep this flow run's requests (the client is shared by the process)."""
-        if str(flow_run.id or self.run_id) == self.run_id:
-            self.api_log.append(call.as_dict())
-
-    def add(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-        if self.progress_id and self.expected:
-            done = min(99.0, 100.0 * len(self.outcomes) / self.expected)
-            update_progress_artifact(
-                self.progress_id, done, description=f"{len(self.outcomes)} of {self.expected}"
-            )
-
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.monotonic() - began, 3)
-
-    def as_dict(self) -> dict[str, Any]:
-        counts: dict[str, Counter[str]] = defaultdict(Counter)
-        for outcome in self.outcomes:
-            counts[outcome.stage][outcome.status] += 1
-        calls = self.api_log.calls
-        return {
-            "run_id": self.run_id,
-            "sessions": len({o.session_id for o in self.outcomes}),
-            "counts": {stage: dict(c) for stage, c in counts.items()},
-            "bytes": sum(o.bytes for o in self.outcomes),
-            "link_requests": sum(o.link_requests for o in self.outcomes),
-            "audio_seconds": round(sum(o.audio_seconds for o in self.outcomes), 1),
-            "frames": sum(o.frames for o in self.outcomes),
-            "api_calls": len(calls),
-            "api_429s": sum(1 for c in calls if c["status"] == 429),
-            "wall_seconds": {**self.timings, "total": round(time.monotonic() - self.started, 3)},
-            "failures": [
-                {"session_id": o.session_id, "stage": o.stage, "reason": o.reason}
-                for o in self.outcomes
-                if o.status == "failed"
-            ],
-            "test_errors": self.test_errors,
-            "dataset": self.dataset,
-        }
+def _observe(report: RunReport, call: ApiCall) -> None:
+    """Client observer: keep this flow run's requests (the client is shared by the process)."""
+    if str(flow_run.id or report.run_id) == report.run_id:
+        report.api_log.append(call.as_dict())
 
 
 def _run_id() -> str:
     return str(flow_run.id or uuid4())
 
 
-def _crashed(future: PrefectFuture[Outcome], session_id: str, test_id: str | None, stage: str) -> Outcome:
-    """The task's outcome, or a failed one if the task itself raised (a bug, S3 down)."""
+def _result(future: PrefectFuture[Outcome], session_id: str, test_id: str | None, stage: str) -> Outcome:
+    """The task's outcome, or a failed one if the task itself broke (tasks catch their own errors)."""
     try:
         return future.result()
     except Exception as exc:
-        get_run_logger().error("session %s: %s crashed: %s", session_id, stage, exc)
-        return Outcome(session_id, test_id, "failed", f"crashed: {type(exc).__name__}: {exc}", stage=stage)
+        return Outcome(session_id, test_id, "failed", f"crashed: {describe(exc)}", stage=stage)
 
 
 def enumerate_windows(
     windows: dict[UUID, tuple[datetime | None, datetime | None]], session_ids: list[UUID], report: RunReport
-) -> list[tuple[UUID, SessionSummary]]:
-    """The completed sessions of each test in its window (only ``session_ids`` if given)."""
+) -> Work:
+    """The completed sessions of each test in its window (only ``session_ids`` if given), plus the
+    sessions of these tests whose video was not ready when last asked, whatever their finish time."""
     wanted = set(session_ids)
+    work: Work = []
     with report.timed("enumerate"):
-        work = _enumerate(windows, wanted, report)
+        for test_id, (since, until) in windows.items():
+            try:
+                listing = enumerate_sessions(test_id, since, until)
+            except Unauthorized:
+                raise
+            except ApiError as exc:
+                get_run_logger().error("test %s: cannot list sessions: %s", test_id, exc)
+                report.test_errors[str(test_id)] = str(exc)
+                continue
+            report.list_problems += listing.problems
+            work += [(test_id, s) for s in listing.sessions if not wanted or s.session_id in wanted]
+        listed = {s.session_id for _, s in work}
+        for late in late_videos():
+            sid = late.session.session_id
+            if late.test_id in windows and sid not in listed and (not wanted or sid in wanted):
+                work.append((late.test_id, late.session))
     for missing in sorted(wanted - {s.session_id for _, s in work}, key=str):
         report.test_errors[f"session {missing}"] = "not among the completed sessions of the given tests"
+    for _, session in work:
+        if session.finish_time is not None:
+            report.finish_times[str(session.session_id)] = session.finish_time
     return work
 
 
-def _enumerate(
-    windows: dict[UUID, tuple[datetime | None, datetime | None]], wanted: set[UUID], report: RunReport
-) -> list[tuple[UUID, SessionSummary]]:
-    work: list[tuple[UUID, SessionSummary]] = []
-    for test_id, (since, until) in windows.items():
-        try:
-            sessions = enumerate_sessions(test_id, since, until)
-        except ApiError as exc:
-            get_run_logger().error("test %s: cannot list sessions: %s", test_id, exc)
-            report.test_errors[str(test_id)] = str(exc)
-            continue
-        work += [(test_id, s) for s in sessions if not wanted or s.session_id in wanted]
-    return work
+class SessionWork:
+    """Ingest and processing tasks of one run: a few downloads at a time, each session handed to
+    processing the moment its video is in, then a wait for the sessions another run holds."""
 
+    def __init__(self, report: RunReport, stages: list[Stage], force: bool) -> None:
+        self.report, self.force = report, force
+        self.settings = runtime().settings
+        self.ingest = Stage.INGEST in stages
+        self.processing_stages = [s for s in stages if s in PROCESSING]
+        self.tests: dict[str, str | None] = {}
+        self.summaries: dict[str, SessionSummary] = {}
+        self.processing_began: float | None = None
 
-class _Processing:
-    """Processing tasks submitted as sessions become ready, collected at the end."""
+    def ingest_and_process(self, work: Work) -> None:
+        """Every stage asked for, for sessions as the API listed them."""
+        for test_id, session in work:
+            self.tests[str(session.session_id)] = str(test_id)
+            self.summaries[str(session.session_id)] = session
+        self._run(list(self.summaries) if self.ingest else [], [] if self.ingest else list(self.summaries))
 
-    def __init__(self, runner: ThreadPoolTaskRunner, stages: list[Stage], force: bool, run_id: str) -> None:
-        self.runner, self.force, self.run_id = runner, force, run_id
-        self.stages = [s for s in stages if s in PROCESSING]
-        self.futures: list[tuple[PrefectFuture[Outcome], str, str | None]] = []
-        self.first_submit: float | None = None
+    def process_only(self, sessions: list[tuple[UUID, str | None]]) -> None:
+        """Processing stages for sessions already in the bucket."""
+        self.tests.update({str(sid): test_id for sid, test_id in sessions})
+        self._run([], [str(sid) for sid, _ in sessions])
 
-    def submit(self, session_id: UUID, test_id: str | None) -> None:
-        if self.stages:
-            self.first_submit = self.first_submit or time.monotonic()
-            parameters = {
-                "session_id": session_id,
-                "run_id": self.run_id,
-                "stages": self.stages,
-                "force": self.force,
-            }
-            self.futures.append((self.runner.submit(process_session, parameters), str(session_id), test_id))
+    def _run(self, to_ingest: list[str], to_process: list[str]) -> None:
+        get_run_logger().info(
+            "%d sessions; stages %s; %d downloads and %d processing at a time",
+            len(self.tests),
+            ", ".join([*(["ingest"] if self.ingest else []), *self.processing_stages]),
+            self.settings.download_concurrency,
+            self.settings.process_concurrency,
+        )
+        self.report.expected = len(self.tests) * (self.ingest + bool(self.processing_stages))
+        with (
+            ThreadPoolTaskRunner(max_workers=self.settings.download_concurrency) as downloads,
+            ThreadPoolTaskRunner(max_workers=self.settings.process_concurrency) as processors,
+        ):
+            self._ingest(downloads, processors, to_ingest)
+            self._process(processors, to_process)
+            with self.report.timed("waiting for other runs"):
+                self._wait_for_held(downloads, processors)
 
-    def collect(self, report: RunReport) -> None:
-        for future, session_id, test_id in self.futures:
-            report.add(_crashed(future, session_id, test_id, "process"))
-        if self.first_submit is not None:
-            report.timings["process"] = round(time.monotonic() - self.first_submit, 3)
+    def _ingest(
+        self, downloads: ThreadPoolTaskRunner, processors: ThreadPoolTaskRunner, ids: list[str]
+    ) -> None:
+        if not ids:
+            return
+        began = time.monotonic()
+        futures = {
+            downloads.submit(
+                ingest_session,
+                {
+                    "session": self.summaries[sid],
+                    "test_id": UUID(str(self.tests[sid])),
+                    "run_id": self.report.run_id,
+                    "force": self.force,
+                },
+            ): sid
+            for sid in ids
+        }
+        processing = []
+        for future in as_completed(list(futures)):
+            sid = futures[future]
+            outcome = self.report.add(_result(future, sid, self.tests[sid], "ingest"))
+            if outcome.has_video and self.processing_stages:
+                processing.append(self._submit_processing(processors, sid))
+        self.report.timings["ingest"] = round(
+            self.report.timings.get("ingest", 0) + time.monotonic() - began, 3
+        )
+        self._collect(processing)
 
+    def _process(self, processors: ThreadPoolTaskRunner, ids: list[str]) -> None:
+        if self.processing_stages:
+            self._collect([self._submit_processing(processors, sid) for sid in ids])
 
-def ingest_and_process(
-    work: list[tuple[UUID, SessionSummary]], stages: list[Stage], force: bool, report: RunReport
-) -> None:
-    """Stream each video in (a few at a time), handing each to processing the moment it is in."""
-    settings = runtime().settings
-    get_run_logger().info(
-        "%d sessions; stages %s; %d downloads and %d processing at a time",
-        len(work),
-        ", ".join(stages),
-        settings.download_concurrency,
-        settings.process_concurrency,
-    )
-    with (
-        ThreadPoolTaskRunner(max_workers=settings.download_concurrency) as downloads,
-        ThreadPoolTaskRunner(max_workers=settings.process_concurrency) as processors,
-    ):
-        processing = _Processing(processors, stages, force, report.run_id)
-        report.expected = len(work) * ((Stage.INGEST in stages) + bool(processing.stages))
-        if Stage.INGEST not in stages:
-            for test_id, session in work:
-                processing.submit(session.session_id, str(test_id))
-        else:
-            began = time.monotonic()
-            ingests = {
-                downloads.submit(
-                    ingest_session, {"session": s, "test_id": t, "run_id": processing.run_id, "force": force}
-                ): (s, t)
-                for t, s in work
-            }
-            for future in as_completed(list(ingests)):
-                session, test_id = ingests[future]
-                outcome = _crashed(future, str(session.session_id), str(test_id), "ingest")
-                report.add(outcome)
-                if outcome.has_video:
-                    processing.submit(session.session_id, str(test_id))
-            report.timings["ingest"] = round(time.monotonic() - began, 3)
-        processing.collect(report)
+    def _submit_processing(
+        self, processors: ThreadPoolTaskRunner, session_id: str
+    ) -> tuple[PrefectFuture[Outcome], str]:
+        self.processing_began = self.processing_began or time.monotonic()
+        parameters = {
+            "session_id": UUID(session_id),
+            "run_id": self.report.run_id,
+            "stages": self.processing_stages,
+            "force": self.force,
+        }
+        return processors.submit(process_session, parameters), session_id
+
+    def _collect(self, futures: list[tuple[PrefectFuture[Outcome], str]]) -> None:
+        for future, session_id in futures:
+            self.report.add(_result(future, session_id, self.tests.get(session_id), "process"))
+        if futures and self.processing_began is not None:
+            self.report.timings["process"] = round(time.monotonic() - self.processing_began, 3)
+
+    def _wait_for_held(self, downloads: ThreadPoolTaskRunner, processors: ThreadPoolTaskRunner) -> None:
+        """Ask again, every few seconds, for the sessions another run held: until that run finishes
+        them, its claim lapses or its holder is gone (then this run takes them over), or the wait ends."""
+        held = self.report.held()
+        if not held:
+            return
+        logger = get_run_logger()
+        deadline = time.monotonic() + self.settings.held_wait_seconds
+        poll = min(10.0, max(0.5, self.settings.session_lease_seconds / 4))
+        logger.info(
+            "%d session(s) held by other runs: waiting up to %.0f s",
+            len(held),
+            self.settings.held_wait_seconds,
+        )
+        while held and time.monotonic() < deadline:
+            time.sleep(poll)
+            self._ingest(downloads, processors, [o.session_id for o in held if o.stage == "ingest"])
+            self._process(processors, [o.session_id for o in held if o.stage == "process"])
+            held = self.report.held()
+        for outcome in held:
+            logger.error("session %s: %s not done: %s", outcome.session_id, outcome.stage, outcome.reason)
 
 
 def finish(report: RunReport) -> dict[str, Any]:
-    """Publish the dataset, then record the run: summary.json and the API log in the bucket, artifacts in Prefect."""
-    rt = runtime()
+    """Publish the dataset, then record the run: summary.json and the API log in the bucket, artifacts in
+    Prefect. Each step that fails is a run error in the summary, never the end of the report."""
+    rt, logger = runtime(), get_run_logger()
     with report.timed("publish"):
-        report.dataset = publish_dataset()
-    rt.client.observers.remove(report.observe)
-    summary = redact_json(report.as_dict())
-    summary["files"] = record_run(report.run_id, summary, report.api_log.jsonl())
+        try:
+            report.dataset = publish_dataset()
+        except Exception as exc:
+            report.run_errors.append(f"dataset not published: {describe(exc)}")
+    rt.scratch.finish_run(report.run_id)
+    summary = redact_json(report.as_dict(report.api_log.calls))
+    try:
+        summary["files"] = record_run(report.run_id, summary, report.api_log.jsonl())
+    except Exception as exc:
+        summary["run_errors"].append(f"run summary not stored in the bucket: {describe(exc)}")
     create_table_artifact(summary_table(summary), key="ut-run-summary", description="What this run did")
     create_markdown_artifact(
-        failures_markdown(summary), key="ut-run-failures", description="Failures and reasons"
+        failures_markdown(summary), key="ut-run-failures", description="Problems and reasons"
     )
     if report.progress_id:
-        update_progress_artifact(report.progress_id, 100.0, description=f"{len(report.outcomes)} handled")
-    get_run_logger().info("run finished: %s", json.dumps(summary["counts"]))
+        update_progress_artifact(report.progress_id, 100.0, description=f"{summary['sessions']} handled")
+    for error in summary["run_errors"]:
+        logger.error("run: %s", error)
+    logger.info("run finished: %s", json.dumps(summary["counts"]))
+    (logger.warning if report.has_problems else logger.info)("%s", verdict(summary))
     return summary
 
 
-def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The operator's table: one metric a row."""
-    counts = summary["counts"]
-    ingest, process = counts.get("ingest", {}), counts.get("process", {})
-    rows = [
-        ("sessions seen", summary["sessions"]),
-        ("skipped (already done)", ingest.get("skipped", 0) + process.get("skipped", 0)),
-        ("ingested", ingest.get("done", 0)),
-        ("no video", ingest.get("no_video", 0)),
-        ("processed", process.get("done", 0)),
-        ("failed", len(summary["failures"])),
-        ("bytes moved", summary["bytes"]),
-        ("audio hours transcribed", round(summary["audio_seconds"] / 3600, 4)),
-        ("frames written", summary["frames"]),
-        ("API calls", summary["api_calls"]),
-        ("API 429 answers", summary["api_429s"]),
-        *((f"wall seconds: {stage}", seconds) for stage, seconds in summary["wall_seconds"].items()),
-    ]
-    return [{"metric": name, "value": value} for name, value in rows]
-
-
-def failures_markdown(summary: dict[str, Any]) -> str:
-    lines = ["# Failures", ""]
-    for failure in summary["failures"]:
-        lines.append(f"- `{failure['session_id']}` ({failure['stage']}): {failure['reason']}")
-    for name, reason in summary["test_errors"].items():
-        lines.append(f"- {name}: {reason}")
-    if len(lines) == 2:
-        lines.append("None: every session ended done, skipped or without video.")
-    return "\n".join(lines)
+def _guarded(report: RunReport, body: Any) -> None:
+    """Run the flow's work; an error that stops it (S3 gone for good) is a run error, and the report
+    is still finished. A refused credential is not: it ends the run as a configuration error."""
+    try:
+        body()
+    except Unauthorized:
+        raise
+    except Exception as exc:
+        log.debug("the run stopped early", exc_info=True)
+        report.run_errors.append(f"stopped early: {describe(exc)}")
 
 
 @flow(name="ut-backfill", log_prints=True)
@@ -312,39 +306,65 @@ def backfill(
     tests = test_ids or runtime().settings.test_ids
     if not tests:
         raise ValueError("no tests given and UT_TEST_IDS is empty")
-    report = RunReport.start()
-    work = enumerate_windows({t: (since, until) for t in tests}, session_ids, report)
-    ingest_and_process(work, stages, force, report)
+    report = start_run()
+
+    def body() -> None:
+        work = enumerate_windows({t: (since, until) for t in tests}, session_ids, report)
+        SessionWork(report, stages, force).ingest_and_process(work)
+
+    _guarded(report, body)
     return finish(report)
 
 
 @flow(name="ut-nightly", log_prints=True)
 def nightly() -> dict[str, Any]:
-    """Every configured test, from its watermark (or the look-back) to this run's start, every stage."""
-    rt, logger = runtime(), get_run_logger()
-    tests = rt.client.tests_to_cover(rt.settings.test_ids, rt.settings.workspace_ids)
-    if not tests:
-        raise ValueError("nothing to do: set UT_TEST_IDS or UT_WORKSPACE_IDS")
+    """Every configured test, from its watermark (or the look-back) to this run's start, every stage.
+
+    A test's watermark moves up to this run's start, or only up to the earliest session that is not
+    settled (held by another run, failed in a way a rerun can fix, video not ready yet), so the next
+    night lists it again. A test whose list could not be read, or had unusable items, keeps its mark.
+    """
+    rt = runtime()
+    report = start_run()
     until = datetime.now(UTC)
     first_since = until - timedelta(days=rt.settings.nightly_lookback_days)
-    windows = {t: (read_watermark(t) or first_since, until) for t in tests}
-    for test_id, (since, _) in windows.items():
-        logger.info("test %s: sessions finished since %s", test_id, since.isoformat())
-    report = RunReport.start()
-    work = enumerate_windows(windows, [], report)
-    ingest_and_process(work, ALL_STAGES, False, report)
-    # Only listing and ingest failures hold a test back: processing is retried from the bucket.
-    held = report.test_errors.keys() | {
-        o.test_id for o in report.outcomes if o.status == "failed" and o.stage == "ingest"
-    }
-    for test_id in tests:
-        if str(test_id) in held:
-            logger.warning(
-                "test %s: watermark kept, some sessions failed to ingest and will be retried", test_id
-            )
-        else:
-            advance_watermark(test_id, until, _run_id())
+    tests: list[UUID] = []
+
+    def body() -> None:
+        tests.extend(rt.client.tests_to_cover(rt.settings.test_ids, rt.settings.workspace_ids))
+        if not tests:
+            raise ValueError("nothing to do: set UT_TEST_IDS or UT_WORKSPACE_IDS")
+        windows = {t: (read_watermark(t) or first_since, until) for t in tests}
+        for test_id, (since, _) in windows.items():
+            get_run_logger().info("test %s: sessions finished since %s", test_id, since.isoformat())
+        SessionWork(report, ALL_STAGES, False).ingest_and_process(enumerate_windows(windows, [], report))
+        for test_id in tests:
+            move_watermark(test_id, until, report)
+
+    _guarded(report, body)
     return finish(report)
+
+
+def move_watermark(test_id: UUID, until: datetime, report: RunReport) -> None:
+    """Advance the test's watermark as far as every session before it is settled."""
+    logger = get_run_logger()
+    problems = [p for p in report.list_problems if p.test_id == str(test_id)]
+    if str(test_id) in report.test_errors or problems:
+        logger.warning("test %s: watermark kept: its session list could not be fully read", test_id)
+        return
+    unsettled = report.unsettled(test_id)
+    if unsettled:
+        finished, outcome = unsettled[0]
+        logger.warning(
+            "test %s: watermark held at %s, the finish of session %s (%s %s), so the next run lists it again",
+            test_id,
+            finished.isoformat(),
+            outcome.session_id,
+            outcome.stage,
+            outcome.status,
+        )
+        until = min(until, finished)
+    advance_watermark(test_id, until, report.run_id)
 
 
 @flow(name="ut-reprocess", log_prints=True)
@@ -362,12 +382,12 @@ def reprocess(
     """
     if not (session_ids or test_ids):
         raise ValueError("name sessions or tests to reprocess")
-    report = RunReport.start()
-    sessions = sessions_in_bucket(test_ids, session_ids)
-    get_run_logger().info("%d ingested sessions to reprocess: %s", len(sessions), ", ".join(stages))
-    with ThreadPoolTaskRunner(max_workers=runtime().settings.process_concurrency) as processors:
-        processing = _Processing(processors, stages, True, _run_id())
-        for session_id, test_id in sessions:
-            processing.submit(session_id, test_id)
-        processing.collect(report)
+    report = start_run()
+
+    def body() -> None:
+        sessions = sessions_in_bucket(test_ids, session_ids)
+        get_run_logger().info("%d ingested sessions to reprocess: %s", len(sessions), ", ".join(stages))
+        SessionWork(report, [s for s in stages if s in PROCESSING], True).process_only(sessions)
+
+    _guarded(report, body)
     return finish(report)

@@ -27,7 +27,7 @@ import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.register import DEFAULT_CRON, register
-from flows.cli import EXIT_FAILED, EXIT_OK
+from flows.exitcodes import EXIT_FAILED, EXIT_OK
 from sandbox.local import start_local_world
 from sandbox.world import CHECKOUT_TEST_ID
 from tasks.settings import ConfigError

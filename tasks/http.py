@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import httpx
 
+from tasks.redact import redact
+
 USER_AGENT = "ut-video-pipeline/0.1 (+httpx)"
 
 RETRYABLE_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -32,3 +34,22 @@ def new_client(
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
     )
+
+
+def transport_reason(exc: Exception) -> str:
+    """What went wrong on the wire, in words: timed out, connection refused, connection dropped."""
+    if isinstance(exc, httpx.TimeoutException):
+        what = {
+            httpx.ConnectTimeout: "timed out connecting",
+            httpx.ReadTimeout: "timed out waiting for the answer",
+            httpx.WriteTimeout: "timed out sending the request",
+            httpx.PoolTimeout: "timed out waiting for a free connection",
+        }.get(type(exc), "timed out")
+    elif isinstance(exc, httpx.ConnectError):
+        what = "could not connect"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "the server closed the connection"
+    else:
+        what = "network error"
+    detail = redact(str(exc))
+    return f"{what} ({type(exc).__name__}{': ' + detail if detail else ''})"

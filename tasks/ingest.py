@@ -2,34 +2,42 @@
 
 Plain logic, no Prefect: the Prefect task in ``tasks/steps.py`` is a thin wrapper around
 :meth:`Ingestor.ingest`, whose inputs (a session summary, a test id, flags) are serialisable.
+
+Every claimed session ends in a recorded state, whatever happens: ``ingested``, ``no_video`` or
+``failed`` with the reason. An unexpected error (a bug, S3 gone for longer than its retries) is
+recorded as a failure too; only if even that write fails does the record keep its lease, which
+lapses (or whose holder is seen to be gone) so the next run takes the session over.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
 
 import httpx
 
+from tasks.errors import describe
+from tasks.late_videos import LateVideos
 from tasks.layout import BucketLayout
 from tasks.models import NotFound, SessionSummary
 from tasks.outcome import Outcome
+from tasks.owners import Holder, RunFinished
 from tasks.records import (
-    Conflict,
+    Claim,
     ErrorInfo,
+    Held,
     IngestInfo,
+    NoVideoInfo,
     RecordStore,
     SessionRecord,
     Status,
     VideoInfo,
-    lease_for,
     utcnow,
 )
-from tasks.redact import redact
 from tasks.results_api import ApiError, ResultsApiClient
 from tasks.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
 
@@ -53,13 +61,18 @@ class Ingestor:
         *,
         part_size: int = DEFAULT_PART_SIZE,
         lease_seconds: float = 120.0,
+        late_video_grace: timedelta = timedelta(hours=72),
         vendor_transcripts: bool = False,
         progress: Callable[[str, int, int | None], None] | None = None,
+        run_finished: RunFinished | None = None,
     ) -> None:
         self.client, self.s3, self.bucket, self.layout, self.http = client, s3, bucket, layout, http
         self.records = RecordStore(s3, bucket, layout)
+        self.late_videos = LateVideos(s3, bucket, layout)
         self.part_size, self.lease_seconds, self.progress = part_size, lease_seconds, progress
+        self.late_video_grace = late_video_grace
         self.vendor_transcripts = vendor_transcripts
+        self.run_finished = run_finished
 
     def ingest(self, session: SessionSummary, test_id: UUID, run_id: str, *, force: bool = False) -> Outcome:
         sid = session.session_id
@@ -68,28 +81,35 @@ class Ingestor:
         if record is not None and not force:
             if record.has_video:
                 return outcome("skipped", "already ingested", has_video=True)
-            if record.status is Status.NO_VIDEO:
+            if record.no_video_is_final:
                 return outcome("skipped", "recorded as having no video")
-        if record is not None and record.lease and record.lease.held_by_other(run_id, utcnow()):
-            return outcome("skipped", f"being ingested by run {record.lease.owner}")
-
-        claimed = SessionRecord(
+        new = SessionRecord(
             session_id=sid,
             test_id=test_id,
             status=Status.INGESTING,
             api=session.model_dump(mode="json", by_alias=True),
             ingest=IngestInfo(run_id=run_id, attempts=(record.ingest.attempts if record else 0) + 1),
-            lease=lease_for(run_id, self.lease_seconds),
+            no_video=record.no_video if record else None,
         )
-        try:
-            etag = self.records.put(claimed, etag)
-        except Conflict:
-            return outcome("skipped", "claimed by another run")
+        claim = self.records.claim(
+            new, record, etag, Holder.this_process(run_id), self.lease_seconds, self.run_finished
+        )
+        if isinstance(claim, Held):
+            return outcome("held", str(claim))
+        with claim:
+            try:
+                return self._ingest_claimed(claim, session, outcome)
+            except Exception as exc:  # a bug or S3 gone for good: still a recorded state, never a stuck lease
+                log.debug("session %s: ingest crashed", sid, exc_info=True)
+                return self._fail(claim, describe(exc), outcome)
+
+    def _ingest_claimed(
+        self, claim: Claim, session: SessionSummary, outcome: Callable[..., Outcome]
+    ) -> Outcome:
+        sid = session.session_id
         if aborted := self.records.abort_stale_uploads(sid):
             log.info("session %s: aborted %d multipart upload(s) left by an interrupted run", sid, aborted)
-
         link_requests = 0
-        state = {"etag": etag, "renew_at": time.monotonic() + self.lease_seconds / 3}
 
         def get_link() -> Link:
             nonlocal link_requests
@@ -99,14 +119,6 @@ class Ingestor:
                 raise _NoVideo(answer.message)
             return Link(answer.video_url.get_secret_value(), answer.expires_at)
 
-        def on_progress(received: int, total: int | None) -> None:
-            if self.progress:
-                self.progress(str(sid), received, total)
-            if time.monotonic() >= state["renew_at"]:
-                renewed = claimed.model_copy(update={"lease": lease_for(run_id, self.lease_seconds)})
-                state["etag"] = self.records.put(renewed, state["etag"])
-                state["renew_at"] = time.monotonic() + self.lease_seconds / 3
-
         try:
             result = stream_to_s3(
                 get_link,
@@ -115,21 +127,14 @@ class Ingestor:
                 self.bucket,
                 self.layout.session_video(sid),
                 part_size=self.part_size,
-                progress=on_progress,
+                progress=(lambda received, total: self.progress(str(sid), received, total))
+                if self.progress
+                else None,
             )
         except _NoVideo as exc:
-            final = claimed.model_copy(update={"status": Status.NO_VIDEO, "lease": None})
-            if not self._finish(final, state["etag"], link_requests):
-                return outcome("skipped", "another run took the session over", link_requests=link_requests)
-            return outcome("no_video", exc.args[0] if exc.args else "no video", link_requests=link_requests)
-        except (TransferError, ApiError, Conflict) as exc:
-            message = redact(str(exc))
-            log.warning("session %s: ingest failed: %s", sid, message)
-            error = ErrorInfo(stage="ingest", message=message)
-            final = claimed.model_copy(update={"status": Status.FAILED, "error": error, "lease": None})
-            if not self._finish(final, state["etag"], link_requests):
-                return outcome("skipped", "another run took the session over", link_requests=link_requests)
-            return outcome("failed", message, link_requests=link_requests)
+            return self._no_video(claim, session, exc.args[0] if exc.args else "", link_requests, outcome)
+        except (TransferError, ApiError) as exc:
+            return self._fail(claim, describe(exc), outcome, link_requests=link_requests)
 
         video = VideoInfo(
             key=result.key,
@@ -138,7 +143,7 @@ class Ingestor:
             content_type=result.content_type,
             source_etag=result.source_etag,
         )
-        ingest = claimed.ingest.model_copy(
+        ingest = claim.record.ingest.model_copy(
             update={
                 "links_used": result.links_used,
                 "resumes": result.resumes,
@@ -147,18 +152,68 @@ class Ingestor:
                 "finished_at": utcnow(),
             }
         )
-        final = claimed.model_copy(
+        final = claim.record.model_copy(
             update={
                 "status": Status.INGESTED,
                 "video": video,
                 "ingest": ingest,
+                "no_video": None,
                 "vendor_transcript_key": self._vendor_transcript(sid) if self.vendor_transcripts else None,
-                "lease": None,
             }
         )
-        if not self._finish(final, state["etag"], link_requests):
+        if not self._release(claim, final, link_requests):
             return outcome("skipped", "another run took the session over", result.bytes, link_requests)
+        if claim.record.no_video is not None:
+            self.late_videos.remove(sid)
         return outcome("done", "ingested", result.bytes, link_requests, result.resumes, has_video=True)
+
+    def _no_video(
+        self,
+        claim: Claim,
+        session: SessionSummary,
+        message: str,
+        link_requests: int,
+        outcome: Callable[..., Outcome],
+    ) -> Outcome:
+        """A 404 on the link: final once the grace window after the session's finish has passed."""
+        now = utcnow()
+        deadline = (session.finish_time or now) + self.late_video_grace
+        earlier = claim.record.no_video
+        info = NoVideoInfo(
+            checked_at=now,
+            checks=(earlier.checks if earlier else 0) + 1,
+            final=now >= deadline,
+            message=message,
+        )
+        if not info.final:
+            self.late_videos.add(UUID(str(claim.record.test_id)), session)
+        final = claim.record.model_copy(update={"status": Status.NO_VIDEO, "no_video": info})
+        if not self._release(claim, final, link_requests):
+            return outcome("skipped", "another run took the session over", link_requests=link_requests)
+        if info.final:
+            self.late_videos.remove(session.session_id)
+            return outcome("no_video", message or "no video", link_requests=link_requests)
+        return outcome(
+            "no_video_yet",
+            f"no video yet ({message or 'HTTP 404'}); asked again by every run until "
+            f"{deadline.isoformat(timespec='minutes')}",
+            link_requests=link_requests,
+        )
+
+    def _fail(
+        self, claim: Claim, message: str, outcome: Callable[..., Outcome], *, link_requests: int = 0
+    ) -> Outcome:
+        """Record the failure; if even that write fails, say so (the lease then lapses for the next run)."""
+        final = claim.record.model_copy(
+            update={"status": Status.FAILED, "error": ErrorInfo(stage="ingest", message=message)}
+        )
+        try:
+            if not self._release(claim, final, link_requests):
+                return outcome("skipped", "another run took the session over", link_requests=link_requests)
+        except Exception as exc:
+            log.debug("session %s: the failure could not be recorded", claim.record.session_id, exc_info=True)
+            message = f"{message} (not recorded: {describe(exc)}; the next run takes the session over)"
+        return outcome("failed", message, link_requests=link_requests)
 
     def _vendor_transcript(self, session_id: UUID) -> str | None:
         """UserTesting's own WebVTT (think-out-loud and live sessions only), stored beside the video."""
@@ -173,15 +228,13 @@ class Ingestor:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=vtt.encode(), ContentType="text/vtt")
         return key
 
-    def _finish(self, record: SessionRecord, etag: str | None, link_requests: int) -> bool:
-        """Write the final record; False if another run claimed the session meanwhile."""
-        try:
-            self.records.put(record, etag)
-        except Conflict:
-            log.warning(
-                "session %s: lost the claim before recording (after %d link requests)",
-                record.session_id,
-                link_requests,
-            )
-            return False
-        return True
+    def _release(self, claim: Claim, record: SessionRecord, link_requests: int) -> bool:
+        """Write the final record; False if another run took the session over meanwhile."""
+        if claim.release(record):
+            return True
+        log.warning(
+            "session %s: lost the claim before recording (after %d link requests)",
+            record.session_id,
+            link_requests,
+        )
+        return False

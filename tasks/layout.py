@@ -11,6 +11,7 @@ The layout is a contract with the teams that read the bucket; the README documen
     {prefix}runs/{flow_run_id}/summary.json, api-calls.jsonl   what each run did, every API request
     {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
     {prefix}state/ratelimit/{client_key}.json   the shared Results API request ledger
+    {prefix}state/late-videos/{session_id}.json  sessions whose video was not ready: asked again
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class BucketLayout:
 
     def watermark(self, test_id: UUID) -> str:
         return f"{self.prefix}state/watermarks/{UUID(str(test_id))}.json"
+
+    def late_videos_root(self) -> str:
+        return f"{self.prefix}state/late-videos/"
+
+    def late_video(self, session_id: UUID) -> str:
+        return f"{self.late_videos_root()}{UUID(str(session_id))}.json"
 
     def rate_limit_ledger(self, client_key: str) -> str:
         return f"{self.prefix}state/ratelimit/{client_key}.json"

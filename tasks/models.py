@@ -44,10 +44,14 @@ class SessionPageMeta(ApiModel):
 
 
 class SessionPage(ApiModel):
-    """``SessionSummaryResultsResponseDto``: one page of a test's sessions, newest first."""
+    """``SessionSummaryResultsResponseDto``: one page of a test's sessions, newest first.
+
+    The items stay raw here and are parsed one by one (``SessionSummary``): one malformed item must
+    not cost the others on its page.
+    """
 
     test_id: UUID
-    sessions: list[SessionSummary]
+    sessions: list[Any]
     meta: SessionPageMeta
 
 

@@ -10,7 +10,9 @@ from typing import Any
 class Outcome:
     session_id: str
     test_id: str | None
-    status: str  # done | no_video | failed | skipped
+    # done | no_video (final) | no_video_yet (asked again later) | failed | skipped (nothing to do)
+    # | held (another live run holds the session)
+    status: str
     reason: str
     bytes: int = 0
     link_requests: int = 0
@@ -19,6 +21,7 @@ class Outcome:
     audio_seconds: float = 0.0
     frames: int = 0
     has_video: bool = False  # the bucket holds the session's video after this stage
+    permanent: bool = False  # a failure that no rerun can fix (the media itself is bad)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

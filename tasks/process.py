@@ -1,10 +1,13 @@
 """Process one ingested session: video from the bucket, transcript and frames back into the bucket.
 
 Processing never talks to UserTesting: its input is the ingested video, so it can run again (a new
-model, another frame rate) without spending API calls, on any worker. The video is copied to a
+model, another frame rate) without spending API calls, on any worker. A run claims the session for
+processing as ingest does (a lease renewed while it works), so two runs or workers never process
+the same session at once, and one killed mid-way is taken over. The video is copied to the run's
 scratch folder for ffmpeg and removed afterwards; everything that lasts goes to the bucket.
 Bad media (corrupt, empty, no audio, no video) ends as ``failed`` with the stage and ffmpeg's or
-PyAV's reason, and the run goes on with the other sessions.
+PyAV's reason; a full scratch disk as ``failed`` at stage ``scratch``; the run goes on with the
+other sessions.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,21 +24,27 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from tasks.errors import describe, is_disk_full
 from tasks.layout import BucketLayout
 from tasks.media import Extraction, MediaError, MediaInfo, extract, frames_index
 from tasks.outcome import Outcome
+from tasks.owners import Holder, RunFinished
 from tasks.records import (
-    Conflict,
+    Claim,
     ErrorInfo,
     FramesInfo,
+    Held,
     MediaSummary,
+    ProcessingInfo,
     RecordStore,
     SessionRecord,
     Stage,
     Status,
     TranscriptInfo,
+    utcnow,
 )
 from tasks.redact import redact
+from tasks.scratch import ScratchSpace
 from tasks.transcribe import Transcriber
 
 log = logging.getLogger("ut_pipeline.process")
@@ -64,10 +74,16 @@ class Processor:
         frames: FrameOptions,
         transcriber: Callable[[], Transcriber],
         progress: Callable[[str, float, float, float], None] | None = None,
+        *,
+        scratch: ScratchSpace | None = None,
+        lease_seconds: float = 120.0,
+        run_finished: RunFinished | None = None,
     ) -> None:
         self.s3, self.bucket, self.layout = s3, bucket, layout
         self.records = RecordStore(s3, bucket, layout)
         self.options, self.transcriber, self.progress = frames, transcriber, progress
+        self.scratch = scratch or ScratchSpace()
+        self.lease_seconds, self.run_finished = lease_seconds, run_finished
 
     def process(self, session_id: UUID, run_id: str, stages: set[Stage], *, force: bool = False) -> Outcome:
         record, etag = self.records.get(session_id)
@@ -82,23 +98,66 @@ class Processor:
         frames = Stage.FRAMES in stages and (force or record.frames is None)
         if not (transcribe or frames) and record.status is Status.DONE:
             return outcome("skipped", "already processed")
+        claimed = record.model_copy(
+            update={
+                "status": Status.PROCESSING,
+                "processing": ProcessingInfo(
+                    run_id=run_id,
+                    attempts=record.processing.attempts + 1,
+                    worker=f"{socket.gethostname()}:{os.getpid()}",
+                ),
+            }
+        )
+        claim = self.records.claim(
+            claimed, record, etag, Holder.this_process(run_id), self.lease_seconds, self.run_finished
+        )
+        if isinstance(claim, Held):
+            return outcome("held", str(claim))
+        with claim:
+            return self._process_claimed(claim, run_id, outcome, transcribe=transcribe, frames=frames)
 
+    def _process_claimed(
+        self,
+        claim: Claim,
+        run_id: str,
+        outcome: Callable[..., Outcome],
+        *,
+        transcribe: bool,
+        frames: bool,
+    ) -> Outcome:
+        began = time.monotonic()
         try:
-            updates = self._run(record, transcribe=transcribe, frames=frames)
-        except _StageFailed as failure:
-            message = redact(str(failure))
-            log.warning("session %s: %s failed: %s", session_id, failure.stage, message)
-            failed = record.model_copy(
-                update={"status": Status.FAILED, "error": ErrorInfo(stage=failure.stage, message=message)}
+            # Nothing to redo (a killed run left the session marked processing): only the status is fixed.
+            updates = (
+                self._run(claim.record, run_id, transcribe=transcribe, frames=frames)
+                if transcribe or frames
+                else {}
             )
-            return self._write(failed, etag, outcome("failed", f"{failure.stage}: {message}"))
-        done = record.model_copy(
-            update={**updates, "status": Status.DONE, "error": None, "processed_by": run_id}
+        except Exception as exc:
+            stage, message = _failure(exc)
+            log.debug("session %s: %s failed", claim.record.session_id, stage, exc_info=True)
+            failed = claim.record.model_copy(
+                update={
+                    "status": Status.FAILED,
+                    "error": ErrorInfo(stage=stage, message=message),
+                    "processing": self._finished(claim, began),
+                }
+            )
+            permanent = stage == "media"  # the file itself is bad: no rerun fixes it
+            return self._release(claim, failed, outcome("failed", f"{stage}: {message}", permanent=permanent))
+        done = claim.record.model_copy(
+            update={
+                **updates,
+                "status": Status.DONE,
+                "error": None,
+                "processed_by": run_id,
+                "processing": self._finished(claim, began),
+            }
         )
         transcript, frame_info = done.transcript, done.frames
-        return self._write(
+        return self._release(
+            claim,
             done,
-            etag,
             outcome(
                 "done",
                 "processed",
@@ -107,10 +166,16 @@ class Processor:
             ),
         )
 
-    def _run(self, record: SessionRecord, *, transcribe: bool, frames: bool) -> dict[str, Any]:
+    @staticmethod
+    def _finished(claim: Claim, began: float) -> ProcessingInfo:
+        return claim.record.processing.model_copy(
+            update={"seconds": round(time.monotonic() - began, 3), "finished_at": utcnow()}
+        )
+
+    def _run(self, record: SessionRecord, run_id: str, *, transcribe: bool, frames: bool) -> dict[str, Any]:
         assert record.video is not None
         sid = record.session_id
-        with tempfile.TemporaryDirectory(prefix=f"ut-{sid}-") as scratch:
+        with self.scratch.session_dir(run_id, sid) as scratch:
             video = Path(scratch) / "video.mp4"
             self._download(record.video.key, record.video.sha256, video)
             try:
@@ -213,14 +278,32 @@ class Processor:
             scene_threshold=self.options.scene_threshold,
         )
 
-    def _write(self, record: SessionRecord, etag: str | None, result: Outcome) -> Outcome:
+    def _release(self, claim: Claim, record: SessionRecord, result: Outcome) -> Outcome:
+        """Write the final record; if that fails the lease lapses and the next run takes over."""
         try:
-            self.records.put(record, etag)
-        except Conflict:
+            if claim.release(record):
+                return result
+        except Exception as exc:
+            log.debug("session %s: the outcome could not be recorded", record.session_id, exc_info=True)
             return Outcome(
-                result.session_id, result.test_id, "skipped", "the record changed meanwhile", stage="process"
+                result.session_id,
+                result.test_id,
+                "failed",
+                f"{result.reason} (not recorded: {describe(exc)}; the next run takes the session over)",
+                stage="process",
             )
-        return result
+        return Outcome(
+            result.session_id, result.test_id, "skipped", "another run took the session over", stage="process"
+        )
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """The stage a processing error belongs to, and its message for the record."""
+    if is_disk_full(exc):
+        return "scratch", f"no space left on device in the scratch folder: {describe(exc)}"
+    if isinstance(exc, _StageFailed):
+        return exc.stage, redact(str(exc))
+    return "process", describe(exc)
 
 
 def _summary(info: MediaInfo) -> MediaSummary:

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
-from pydantic import SecretStr
+from pydantic import BaseModel, RootModel, SecretStr, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -31,7 +31,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tasks.http import RETRYABLE_TRANSPORT_ERRORS, new_client
+from tasks.http import RETRYABLE_TRANSPORT_ERRORS, new_client, transport_reason
 from tasks.layout import BucketLayout, client_key
 from tasks.models import (
     NotFound,
@@ -49,17 +49,27 @@ from tasks.storage import s3_client
 
 log = logging.getLogger("ut_pipeline.api")
 
+LIST_OPERATION = "SessionResultsController_getSessionSummaryResults"
+VIDEO_OPERATION = "SessionResultsController_getVideoDownloadUrl"
 PAGE_LIMIT = 500
 MAX_OFFSET = 10_000
 WORKSPACE_PAGE_SIZE = 50
 
 
 class ApiError(Exception):
-    """The API refused a request for a reason retrying cannot fix; carries its status and message."""
+    """The API refused a request for a reason retrying cannot fix; carries its status and message.
 
-    def __init__(self, operation: str, status: int, message: str) -> None:
-        super().__init__(f"{operation}: HTTP {status}: {message}")
+    ``status`` is None when no HTTP answer came (a timeout, a refused connection).
+    """
+
+    def __init__(self, operation: str, status: int | None, message: str) -> None:
+        super().__init__(f"{operation}: HTTP {status}: {message}" if status else f"{operation}: {message}")
         self.operation, self.status, self.message = operation, status, message
+
+
+class MalformedAnswer(ApiError):
+    """The API answered, but not with what its spec promises: invalid JSON, a missing or mistyped field,
+    an id that is not a UUID. Not retried: the caller records it against the session or test."""
 
 
 class BadRequest(ApiError):
@@ -71,7 +81,23 @@ class Unauthorized(ApiError):
 
 
 class ApiUnavailable(ApiError):
-    """5xx answers, 429s or broken connections outlasted every retry."""
+    """5xx answers, 429s, timeouts or broken connections outlasted every retry."""
+
+
+@dataclass(frozen=True)
+class ListProblem:
+    """Something in a test's session list the pipeline could not use: a malformed item (``index`` in
+    the list, and its ``session_id`` if it had a readable one) or a page that contradicts itself."""
+
+    test_id: str
+    index: int | None
+    session_id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"item {self.index}" if self.index is not None else "page"
+        who = f" (session {self.session_id})" if self.session_id else ""
+        return f"test {self.test_id}: {where}{who}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -145,28 +171,43 @@ class TokenSource:
             "client_secret": self._secret.get_secret_value(),
             "scope": self._scope,
         }
-        for attempt in Retrying(
-            stop=stop_after_attempt(5),
-            wait=wait_random_exponential(multiplier=0.5, max=20),
-            retry=retry_if_exception_type((_Retry, *RETRYABLE_TRANSPORT_ERRORS)),
-            reraise=True,
-        ):
-            with attempt:
-                started = self._clock()
-                response = self._http.post(self._url, data=form, headers={"Accept": "application/json"})
-                if response.status_code >= 500:
-                    raise _Retry(f"token endpoint answered {response.status_code}")
-                if response.status_code != 200:
-                    raise Unauthorized("token", response.status_code, _error_message(response))
-        body = response.json()
-        token = str(body["access_token"])
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(5),
+                wait=wait_random_exponential(multiplier=0.5, max=20),
+                retry=retry_if_exception_type(_Retry),
+                reraise=True,
+            ):
+                with attempt:
+                    started = self._clock()
+                    try:
+                        response = self._http.post(
+                            self._url, data=form, headers={"Accept": "application/json"}
+                        )
+                    except RETRYABLE_TRANSPORT_ERRORS as exc:
+                        raise _Retry(transport_reason(exc)) from exc
+                    if response.status_code >= 500:
+                        raise _Retry(f"HTTP {response.status_code}", status=response.status_code)
+                    if response.status_code != 200:
+                        raise Unauthorized("token", response.status_code, _error_message(response))
+        except _Retry as exc:
+            raise ApiUnavailable(
+                "token", exc.status, f"the token endpoint failed 5 times, the last: {exc}"
+            ) from exc
+        answer = _parse(_TokenAnswer, "token", response)
+        token = answer.access_token.get_secret_value()
         register_secret(token)
-        lifetime = float(body.get("expires_in", 3600))
+        lifetime = answer.expires_in
         # Refresh ahead of expiry: a tenth of the lifetime, at most a minute (3600 s -> 60 s early).
         self._token = token
         self._expires_at = started + lifetime - min(60.0, lifetime / 10)
         self.fetches += 1
         log.info("access token fetched, valid %.0f s", lifetime)
+
+
+class _TokenAnswer(BaseModel):
+    access_token: SecretStr
+    expires_in: float = 3600.0
 
 
 class _Retry(Exception):
@@ -176,9 +217,9 @@ class _Retry(Exception):
     back until the server's reset, and after a token refresh there is nothing to wait for.
     """
 
-    def __init__(self, reason: str, *, immediate: bool = False) -> None:
+    def __init__(self, reason: str, *, immediate: bool = False, status: int | None = None) -> None:
         super().__init__(reason)
-        self.immediate = immediate
+        self.immediate, self.status = immediate, status
 
 
 class ResultsApiClient:
@@ -209,12 +250,12 @@ class ResultsApiClient:
         """``GET /api/v2/sessionResults``: one page of a test's sessions, newest first."""
         test = str(UUID(str(test_id)))
         response = self._request(
-            "SessionResultsController_getSessionSummaryResults",
+            LIST_OPERATION,
             "/api/v2/sessionResults",
             params={"testId": test, "limit": limit, "offset": offset},
             resource_id=test,
         )
-        return response if isinstance(response, NotFound) else SessionPage.model_validate(response.json())
+        return response if isinstance(response, NotFound) else _parse(SessionPage, LIST_OPERATION, response)
 
     def completed_sessions(
         self,
@@ -223,6 +264,7 @@ class ResultsApiClient:
         until: datetime | None = None,
         *,
         overlap: timedelta = timedelta(days=1),
+        on_problem: Callable[[ListProblem], None] | None = None,
     ) -> Iterator[SessionSummary]:
         """Every ``COMPLETE`` session of a test that finished in ``[since, until)``, newest first.
 
@@ -232,15 +274,43 @@ class ResultsApiClient:
         session lasting less than ``overlap`` can still follow. Sessions shifted onto the next
         page by new arrivals during paging are yielded once.
 
-        Raises :class:`ApiError` (status 404) for an unknown test.
+        An item that does not parse (a missing or mistyped field, an id that is not a UUID) is
+        skipped and reported to ``on_problem`` (logged as a warning without one); so is a page that
+        contradicts the count it announces. The other items and pages carry on.
+
+        Raises :class:`ApiError` (status 404) for an unknown test, :class:`MalformedAnswer` for a
+        page that is not a session list at all.
         """
+        test = str(test_id)
+
+        def problem(index: int | None, session_id: str | None, reason: str) -> None:
+            found = ListProblem(test, index, session_id, reason)
+            if on_problem is None:
+                log.warning("%s", found)
+            else:
+                on_problem(found)
+
         seen: set[UUID] = set()
         offset = 0
         while True:
             page = self.list_sessions_page(test_id, PAGE_LIMIT, offset)
             if isinstance(page, NotFound):
                 raise ApiError(page.operation, 404, page.message)
-            for session in page.sessions:
+            if not page.sessions and offset < page.meta.pagination.total_count:
+                problem(
+                    None,
+                    None,
+                    f"empty page at offset {offset} although the API counts "
+                    f"{page.meta.pagination.total_count} sessions",
+                )
+                return
+            oldest_start: datetime | None = None
+            for index, item in enumerate(page.sessions, start=offset):
+                session = _session_item(item)
+                if isinstance(session, str):
+                    problem(index, _item_id(item), session)
+                    continue
+                oldest_start = session.start_time
                 if session.session_id in seen or not session.is_complete or session.finish_time is None:
                     continue
                 seen.add(session.session_id)
@@ -251,7 +321,7 @@ class ResultsApiClient:
             offset += len(page.sessions)
             if not page.sessions or offset >= page.meta.pagination.total_count:
                 return
-            if since is not None and page.sessions[-1].start_time < since - overlap:
+            if since is not None and oldest_start is not None and oldest_start < since - overlap:
                 return
             if offset > MAX_OFFSET:
                 log.warning(
@@ -267,20 +337,25 @@ class ResultsApiClient:
         response = self._session_request(
             "SessionResultsV3Controller_getSessionResults", "/api/v3/sessionResults/{sessionId}", session_id
         )
-        return response if isinstance(response, NotFound) else SessionDetails.model_validate(response.json())
+        return (
+            response
+            if isinstance(response, NotFound)
+            else _parse(SessionDetails, "SessionResultsV3Controller_getSessionResults", response)
+        )
 
     def video_download_url(self, session_id: UUID | str) -> VideoDownload | NotFound:
         """``GET .../videoDownloadUrl``: a pre-signed link, valid one hour, single use."""
         response = self._session_request(
-            "SessionResultsController_getVideoDownloadUrl",
+            VIDEO_OPERATION,
             "/api/v2/sessionResults/{sessionId}/videoDownloadUrl",
             session_id,
         )
         if isinstance(response, NotFound):
             return response
-        body = response.json()
-        register_secret(str(body.get("videoUrl", "")).partition("?")[2])
-        return VideoDownload.model_validate(body)
+        body = _json(VIDEO_OPERATION, response)
+        if isinstance(body, dict):
+            register_secret(str(body.get("videoUrl", "")).partition("?")[2])
+        return _parse(VideoDownload, VIDEO_OPERATION, response, body)
 
     def transcript_vtt(self, session_id: UUID | str) -> str | NotFound:
         """``GET .../transcript``: UserTesting's WebVTT transcript (think-out-loud and live sessions)."""
@@ -295,9 +370,7 @@ class ResultsApiClient:
     def workspaces(self) -> list[Workspace]:
         """``GET /v1/workspaces`` (served under ``/usertesting/api``, as the v1 spec's server URL says)."""
         response = self._request("listWorkspaces", "/usertesting/api/v1/workspaces", resource_id="")
-        return (
-            [] if isinstance(response, NotFound) else [Workspace.model_validate(w) for w in response.json()]
-        )
+        return [] if isinstance(response, NotFound) else _parse(_Workspaces, "listWorkspaces", response).root
 
     def workspace_tests(self, workspace_id: UUID | str) -> Iterator[WorkspaceStudy]:
         """``GET /v1/workspaces/{workspaceUuid}``: every test in a workspace, 50 a page by cursor."""
@@ -313,7 +386,7 @@ class ResultsApiClient:
             )
             if isinstance(response, NotFound):
                 raise ApiError(response.operation, 404, response.message)
-            studies = [WorkspaceStudy.model_validate(s) for s in response.json()]
+            studies = _parse(_WorkspaceStudies, "getWorkspaceStudies", response).root
             yield from studies
             if len(studies) < WORKSPACE_PAGE_SIZE or not studies[-1].cursor:
                 return
@@ -367,7 +440,7 @@ class ResultsApiClient:
                     status = response.status_code
                     remaining = _int_header(response, "x-ratelimit-remaining")
                 except RETRYABLE_TRANSPORT_ERRORS as exc:
-                    error = f"{type(exc).__name__}: {redact(str(exc))}"
+                    error = transport_reason(exc)
                     raise _Retry(error) from exc
                 finally:
                     self._report(
@@ -387,13 +460,13 @@ class ResultsApiClient:
             if status == 429:
                 pause = _retry_after(response)
                 self.limiter.block(pause)
-                raise _Retry(f"429 Too Many Requests, paused {pause:.1f} s", immediate=True)
+                raise _Retry(f"429 Too Many Requests, paused {pause:.1f} s", immediate=True, status=429)
             if status == 401 and not refreshed and self.tokens.can_refresh:
                 refreshed = True
                 self.tokens.invalidate(token)
                 raise _Retry("401 Unauthorized, token refreshed", immediate=True)
             if status is not None and status >= 500:
-                raise _Retry(f"HTTP {status}")
+                raise _Retry(f"HTTP {status}", status=status)
             return self._interpret(operation, resource_id, response)
 
         retrying = Retrying(
@@ -415,7 +488,7 @@ class ResultsApiClient:
                     return attempt_once(attempt.retry_state.attempt_number)
         except _Retry as exc:
             raise ApiUnavailable(
-                operation, 503, f"gave up after {self.max_attempts} attempts: {exc}"
+                operation, exc.status, f"gave up after {self.max_attempts} attempts, the last: {exc}"
             ) from exc
         raise AssertionError("unreachable")
 
@@ -459,6 +532,65 @@ class ResultsApiClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Workspaces(RootModel[list[Workspace]]):
+    pass
+
+
+class _WorkspaceStudies(RootModel[list[WorkspaceStudy]]):
+    pass
+
+
+def _json(operation: str, response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise MalformedAnswer(operation, response.status_code, f"not JSON: {_snippet(response)}") from None
+
+
+def _parse(model: type[M], operation: str, response: httpx.Response, body: Any = None) -> M:
+    """The answer as ``model``, or a :class:`MalformedAnswer` that says what is wrong with it."""
+    data = _json(operation, response) if body is None else body
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedAnswer(operation, response.status_code, validation_reason(exc)) from None
+
+
+def validation_reason(exc: ValidationError, most: int = 2) -> str:
+    """pydantic's complaint in one line: ``field.path: message`` for the first few errors."""
+    parts = []
+    for error in exc.errors()[:most]:
+        where = ".".join(str(p) for p in error["loc"]) or "answer"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - most
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _session_item(item: Any) -> SessionSummary | str:
+    """One list item as a session, or why it is not one."""
+    try:
+        return SessionSummary.model_validate(item)
+    except ValidationError as exc:
+        return validation_reason(exc)
+
+
+def _item_id(item: Any) -> str | None:
+    """A malformed item's session id, if it has a well-formed one (for the operator's report)."""
+    raw = item.get("sessionId") if isinstance(item, dict) else None
+    try:
+        return str(UUID(str(raw))) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = " ".join(response.text[:120].split())
+    return repr(redact(text)) if text else "an empty body"
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:

@@ -70,7 +70,32 @@ class Settings(BaseSettings):
     process_concurrency: int = Field(default=1, ge=1, description="sessions transcribed at once per flow run")
     part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
     session_lease_seconds: float = Field(
-        default=120.0, gt=0, description="how long a killed run keeps its sessions claimed"
+        default=120.0,
+        gt=0,
+        description="how long a run on another machine that died keeps its sessions claimed "
+        "(a dead run on this machine, or one Prefect reports finished, is taken over at once)",
+    )
+    held_wait_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="how long a run waits, at its end, for sessions another live run holds",
+    )
+    late_video_grace_hours: float = Field(
+        default=72.0,
+        ge=0,
+        description="a 404 on the video link of a session finished this recently is asked again by later runs",
+    )
+    s3_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="attempts per S3 call on connection errors and 5xx (see tasks/storage.py)",
+    )
+    scratch_dir: Path | None = Field(
+        default=None, description="local scratch for processing; default: the system temp dir/ut-pipeline"
+    )
+    log_dir: Path = Field(
+        default=Path.home() / ".cache" / "ut-pipeline" / "logs",
+        description="where the debug log (tracebacks included) is written",
     )
     nightly_lookback_days: float = Field(
         default=7.0, gt=0, description="how far back a first nightly run looks"

@@ -10,26 +10,31 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger, task
+from prefect.client.orchestration import get_client
 from prefect.exceptions import MissingContextError
 
 from tasks import dataset
+from tasks.errors import describe
 from tasks.http import new_client
 from tasks.ingest import Ingestor
+from tasks.late_videos import LateVideo, LateVideos
 from tasks.layout import BucketLayout
 from tasks.models import SessionSummary
 from tasks.outcome import Outcome
 from tasks.process import FrameOptions, Processor
 from tasks.records import RecordStore, Stage
 from tasks.redact import redact
-from tasks.results_api import ResultsApiClient, open_client
+from tasks.results_api import ListProblem, ResultsApiClient, open_client
+from tasks.scratch import ScratchSpace
 from tasks.settings import Settings, load_settings
-from tasks.storage import s3_client
+from tasks.storage import preflight, s3_client
 from tasks.transcribe import Transcriber, load_transcriber
 from tasks.transfer import MIB
 from tasks.watermarks import WatermarkStore
@@ -47,7 +52,10 @@ class Runtime:
     ingestor: Ingestor
     processor: Processor
     watermarks: WatermarkStore
+    scratch: ScratchSpace
 
+
+log = logging.getLogger("ut_pipeline.steps")
 
 _runtimes: dict[str, Runtime] = {}
 _runtimes_lock = threading.Lock()
@@ -59,7 +67,10 @@ def runtime() -> Runtime:
     key = settings.model_dump_json()
     with _runtimes_lock:
         if key not in _runtimes:
-            s3 = s3_client(max_pool_connections=4 * settings.download_concurrency + 8)
+            s3 = s3_client(
+                max_pool_connections=4 * settings.download_concurrency + 8,
+                max_attempts=settings.s3_max_attempts,
+            )
             bucket = settings.require_bucket()
             layout = BucketLayout(settings.work_prefix)
             client = open_client(settings, s3=s3)
@@ -74,9 +85,12 @@ def runtime() -> Runtime:
                 ),
                 part_size=settings.part_size_mib * MIB,
                 lease_seconds=settings.session_lease_seconds,
+                late_video_grace=timedelta(hours=settings.late_video_grace_hours),
                 vendor_transcripts=settings.vendor_transcripts,
                 progress=_TransferLog().update,
+                run_finished=prefect_run_finished,
             )
+            scratch = ScratchSpace(settings.scratch_dir)
             processor = Processor(
                 s3,
                 bucket,
@@ -84,10 +98,32 @@ def runtime() -> Runtime:
                 FrameOptions(settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path),
                 transcriber=lambda: _transcriber(settings),
                 progress=_TranscriptionLog().update,
+                scratch=scratch,
+                lease_seconds=settings.session_lease_seconds,
+                run_finished=prefect_run_finished,
             )
             watermarks = WatermarkStore(s3, bucket, layout)
-            _runtimes[key] = Runtime(settings, client, s3, bucket, layout, ingestor, processor, watermarks)
+            _runtimes[key] = Runtime(
+                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch
+            )
         return _runtimes[key]
+
+
+def prefect_run_finished(run_id: str) -> bool:
+    """Whether Prefect reports flow run ``run_id`` as over (completed, failed, crashed, cancelled).
+
+    A lease whose run is over is taken over at once. Anything uncertain (no such run, no API) is
+    "not known to be over": the lease's own expiry then decides.
+    """
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(run_id)).state
+    except Exception:
+        logging.getLogger("ut_pipeline.records").debug(
+            "cannot ask Prefect about run %s", run_id, exc_info=True
+        )
+        return False
+    return state is not None and state.is_final()
 
 
 def _transcriber(settings: Settings) -> Transcriber:
@@ -131,33 +167,80 @@ class _TransferLog:
             self._last.pop(session_id, None)
 
 
-def _logged(outcome: Outcome) -> Outcome:
-    """Each session's decision in the run log: errors for failures, so they stand out in the UI."""
+def _logged(stage: str, session_id: UUID, test_id: UUID | str | None, work: Callable[[], Outcome]) -> Outcome:
+    """Run one session's stage and log its decision in one line: errors for failures, warnings for
+    sessions held by another run, so they stand out. Whatever ``work`` raises becomes a failed
+    outcome with the cause in words (the traceback goes to the debug log): a task never fails."""
+    logger = get_run_logger()
+    try:
+        outcome = work()
+    except Exception as exc:
+        log.debug("session %s: %s crashed", session_id, stage, exc_info=True)
+        outcome = Outcome(
+            str(session_id), str(test_id) if test_id else None, "failed", describe(exc), stage=stage
+        )
     if outcome.status == "failed":
-        get_run_logger().error("session %s: %s failed: %s", outcome.session_id, outcome.stage, outcome.reason)
+        logger.error("session %s: %s failed: %s", outcome.session_id, outcome.stage, outcome.reason)
+    elif outcome.status == "held":
+        logger.warning("session %s: %s waits: %s", outcome.session_id, outcome.stage, outcome.reason)
     else:
-        get_run_logger().info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
+        logger.info("session %s: %s (%s)", outcome.session_id, outcome.status, outcome.reason)
     return outcome
 
 
+@dataclass
+class Listing:
+    """A test's completed sessions in a window, and what in the list could not be used."""
+
+    test_id: UUID
+    sessions: list[SessionSummary] = field(default_factory=list)
+    problems: list[ListProblem] = field(default_factory=list)
+
+
+@task(name="check-storage")
+def check_storage() -> None:
+    """The work bucket answers and exists, before the run spends any API call (see ``preflight``)."""
+    preflight(load_settings().require_bucket())
+
+
 @task(name="enumerate-sessions", task_run_name="enumerate {test_id}")
-def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | None) -> list[SessionSummary]:
-    """The test's completed sessions finished in ``[since, until)``."""
-    sessions = list(runtime().client.completed_sessions(test_id, since, until))
-    get_run_logger().info(
-        "test %s: %d completed sessions finished in [%s, %s)",
+def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | None) -> Listing:
+    """The test's completed sessions finished in ``[since, until)``; malformed items are reported."""
+    logger = get_run_logger()
+    listing = Listing(test_id)
+
+    def on_problem(problem: ListProblem) -> None:
+        logger.error("%s", problem)
+        listing.problems.append(problem)
+
+    listing.sessions = list(runtime().client.completed_sessions(test_id, since, until, on_problem=on_problem))
+    logger.info(
+        "test %s: %d completed sessions finished in [%s, %s)%s",
         test_id,
-        len(sessions),
+        len(listing.sessions),
         since.isoformat() if since else "the beginning",
         until.isoformat() if until else "now",
+        f", {len(listing.problems)} list item(s) unusable" if listing.problems else "",
     )
-    return sessions
+    return listing
+
+
+@task(name="late-videos")
+def late_videos() -> list[LateVideo]:
+    """Sessions whose video was not ready when last asked (see ``tasks/late_videos.py``)."""
+    rt = runtime()
+    return LateVideos(rt.s3, rt.bucket, rt.layout).pending()
 
 
 @task(name="ingest-session", task_run_name="ingest {session.session_id}")
 def ingest_session(session: SessionSummary, test_id: UUID, run_id: str, force: bool) -> Outcome:
     """Stream one session's video into the work bucket and record the outcome in ``session.json``."""
-    return _logged(runtime().ingestor.ingest(session, test_id, run_id, force=force))
+    return _logged(
+        "ingest",
+        session.session_id,
+        test_id,
+        lambda: runtime().ingestor.ingest(session, test_id, run_id, force=force),
+    )
 
 
 class _TranscriptionLog:
@@ -187,7 +270,12 @@ class _TranscriptionLog:
 @task(name="process-session", task_run_name="process {session_id}")
 def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: bool) -> Outcome:
     """Transcribe and extract frames for one ingested session, from the bucket into the bucket."""
-    return _logged(runtime().processor.process(session_id, run_id, set(stages), force=force))
+    return _logged(
+        "process",
+        session_id,
+        None,
+        lambda: runtime().processor.process(session_id, run_id, set(stages), force=force),
+    )
 
 
 @task(name="publish-dataset")

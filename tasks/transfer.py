@@ -124,13 +124,36 @@ class MultipartWriter:
             self._buffer.clear()
         parts = [f.result() for f in self._futures]
         self._pool.shutdown()
-        self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
-        )
+        try:
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )
+        except self.s3.exceptions.NoSuchUpload:
+            # The SDK retried a completion whose answer was lost: the first attempt completed it.
+            if not self._completed(parts):
+                raise
 
     def abort(self) -> None:
+        """Abort the upload. Never raises: during an S3 outage the abort fails too, and the error that
+        matters is the one that made the transfer stop; the next run aborts what is left."""
         self._pool.shutdown(cancel_futures=True)
-        self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as exc:
+            log.warning(
+                "%s: the multipart upload could not be aborted now (%s); the next run will", self.key, exc
+            )
+
+    def _completed(self, parts: list[dict[str, Any]]) -> bool:
+        """Whether the object now in place is this upload's: S3's multipart ETag is the MD5 of the parts'
+        binary MD5s, then ``-`` and the part count."""
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=self.key)
+        except self.s3.exceptions.ClientError:
+            return False
+        digests = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
+        expected = f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        return str(head.get("ETag", "")).strip('"') == expected
 
     def _submit(self, body: bytes) -> None:
         self._slots.acquire()  # back-pressure: the download waits while parts are uploading

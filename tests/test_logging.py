@@ -104,14 +104,15 @@ def test_artifacts_and_summary_match_what_the_run_did(world: LocalWorld, run: di
     by_key = {a.key: a for a in artifacts}
     table = {row["metric"]: row["value"] for row in json.loads(by_key["ut-run-summary"].data)}
     assert table["sessions seen"] == 2
-    assert table["ingested"] == 1 and table["no video"] == 1 and table["processed"] == 1
+    assert table["ingested"] == 1 and table["video not ready yet (asked again later)"] == 1
+    assert table["processed"] == 1 and table["no video"] == 0
     assert table["failed"] == 0
     assert table["API calls"] == len(world.api_calls(since=run["mark"])) and table["API 429 answers"] == 0
     assert table["bytes moved"] == summary["bytes"] > 0
     assert table["frames written"] == summary["frames"] > 0
     assert table["audio hours transcribed"] == pytest.approx(summary["audio_seconds"] / 3600, abs=1e-4)
     assert all(f"wall seconds: {stage}" in table for stage in ("enumerate", "ingest", "process", "publish"))
-    assert "None" in by_key["ut-run-failures"].data
+    assert "None" in by_key["ut-run-failures"].data and table["held by another run (not done)"] == 0
     assert by_key["ut-run-progress"].data == 100.0
     stored = json.loads(bucket_objects(world, summary["files"]["summary"])[summary["files"]["summary"]])
     assert stored["counts"] == summary["counts"] and stored["api_calls"] == summary["api_calls"]
@@ -164,7 +165,7 @@ def test_json_log_format_is_json_lines_on_stdout(world: LocalWorld, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     (summary,) = [r for r in records if "counts" in r]  # the run summary, one line
-    assert summary["counts"] == {"ingest": {"done": 4, "no_video": 1}}
+    assert summary["counts"] == {"ingest": {"done": 4, "no_video_yet": 1}}
     logs = [r for r in records if r is not summary]
     assert {"timestamp", "level", "logger", "message"} <= set(logs[0])
     assert any(r["logger"].startswith("prefect") for r in logs)

@@ -73,10 +73,10 @@ def test_until_bounds_and_incomplete_sessions_are_left_out(
     checkout = study_ids_by_title(client)["Checkout think-out-loud"]
     page = client.list_sessions_page(checkout)
     assert not isinstance(page, NotFound)
-    complete = [s for s in page.sessions if s.status == "COMPLETE"]
+    complete = [s for s in page.sessions if s["status"] == "COMPLETE"]  # the page's items stay raw
     assert len(complete) < len(page.sessions)  # the sandbox has a session still in progress
     listed = list(client.completed_sessions(checkout))
-    assert [s.session_id for s in listed] == [s.session_id for s in complete]
+    assert [str(s.session_id) for s in listed] == [s["sessionId"] for s in complete]
     cutoff = listed[0].finish_time
     assert cutoff is not None
     assert [s.session_id for s in client.completed_sessions(checkout, until=cutoff)] == [
