@@ -420,8 +420,20 @@ class VideoLinks:
 # -- injected faults ----------------------------------------------------------------------------
 
 
+class PatchOp(BaseModel):
+    """One JSON Patch (RFC 6902) operation on an answer: ``replace``, ``add`` or ``remove`` at a JSON
+    Pointer, e.g. ``{"op": "replace", "path": "/sessions/2/sessionId", "value": "not-a-uuid"}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    op: str = Field(pattern="^(replace|add|remove)$")
+    path: str = Field(pattern="^(/[^/]*)+$")
+    value: Any = None
+
+
 class FaultSpec(BaseModel):
-    """One injected failure: the next ``times`` matching requests fail, stall or get cut off."""
+    """One injected failure: the next ``times`` matching requests fail, stall, get cut off, or get a
+    garbage answer (``body``: this raw text with status 200; ``patch``: the real answer, edited)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -430,6 +442,8 @@ class FaultSpec(BaseModel):
     status: int | None = None
     drop_after_bytes: int | None = Field(default=None, ge=0)
     delay_seconds: float | None = Field(default=None, gt=0)
+    body: str | None = None
+    patch: tuple[PatchOp, ...] | None = None
     times: int = Field(default=1, ge=1)
 
     @field_validator("target")
@@ -448,12 +462,36 @@ class FaultSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_effect(self) -> FaultSpec:
-        effects = [x for x in (self.status, self.drop_after_bytes, self.delay_seconds) if x is not None]
+        effects = [
+            x
+            for x in (self.status, self.drop_after_bytes, self.delay_seconds, self.body, self.patch)
+            if x is not None
+        ]
         if len(effects) != 1:
-            raise ValueError("give exactly one of status, drop_after_bytes, delay_seconds")
+            raise ValueError("give exactly one of status, drop_after_bytes, delay_seconds, body, patch")
         if self.drop_after_bytes is not None and self.target != VIDEO_TARGET:
             raise ValueError("drop_after_bytes only applies to the video target")
+        if (self.body is not None or self.patch is not None) and self.target in (VIDEO_TARGET, TOKEN_TARGET):
+            raise ValueError("body and patch apply to the Results API's JSON answers")
         return self
+
+
+def apply_patch(document: Any, ops: tuple[PatchOp, ...]) -> Any:
+    """The document with the JSON Patch operations applied (a copy; the world is never changed)."""
+    document = json.loads(json.dumps(document))
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op.path.split("/")[1:]]
+        target = document
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        key: Any = int(last) if isinstance(target, list) and last != "-" else last
+        if op.op == "remove":
+            del target[key]
+        elif isinstance(target, list) and op.op == "add":
+            target.insert(len(target) if key == "-" else key, op.value)
+        else:
+            target[key] = op.value
+    return document
 
 
 FAULT_LIST = TypeAdapter(list[FaultSpec])
@@ -920,10 +958,15 @@ async def _answer(
         await anyio.sleep(fault.delay_seconds)
     if fault is not None and fault.status is not None:
         return api_error(operation.legacy, fault.status)
+    if fault is not None and fault.body is not None:
+        return Response(fault.body, status_code=200, media_type="application/json")
     try:
-        return await operation.handler(request, state)
+        response = await operation.handler(request, state)
     except ApiProblem as problem:
         return api_error(operation.legacy, problem.status, problem.message)
+    if fault is not None and fault.patch is not None:
+        return ApiJSON(apply_patch(json.loads(bytes(response.body)), fault.patch))
+    return response
 
 
 # -- OAuth token endpoint -----------------------------------------------------------------------
@@ -1117,8 +1160,8 @@ class ObjectResponse(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.record.bytes_sent += len(chunk)
                 remaining -= len(chunk)
-                if rate is not None:
-                    await anyio.sleep(self.record.bytes_sent / rate - (time.monotonic() - started))
+                if rate is not None:  # behind schedule (a loaded machine): no pause, never a negative one
+                    await anyio.sleep(max(0.0, self.record.bytes_sent / rate - (time.monotonic() - started)))
         if self.record.bytes_sent < length:
             return True
         # Used before the response ends, so a client that has every byte can never reuse the link.

@@ -24,6 +24,8 @@ def describe(exc: BaseException) -> str:
         text = f"no space left on device{f' ({exc.filename})' if exc.filename else ''}"
     elif isinstance(exc, httpx.TransportError):
         text = transport_reason(exc)
+    elif type(exc).__module__.startswith("tasks.") and str(exc):
+        text = str(exc)  # the pipeline's own errors already say what happened
     else:
         detail = str(exc)
         text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

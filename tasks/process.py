@@ -98,6 +98,10 @@ class Processor:
         frames = Stage.FRAMES in stages and (force or record.frames is None)
         if not (transcribe or frames) and record.status is Status.DONE:
             return outcome("skipped", "already processed")
+        if not force and record.status is Status.FAILED and record.error and record.error.stage == "media":
+            return outcome(
+                "skipped", f"its video cannot be used ({record.error.message}); --force tries again"
+            )
         claimed = record.model_copy(
             update={
                 "status": Status.PROCESSING,

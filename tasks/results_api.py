@@ -311,7 +311,10 @@ class ResultsApiClient:
                     problem(index, _item_id(item), session)
                     continue
                 oldest_start = session.start_time
-                if session.session_id in seen or not session.is_complete or session.finish_time is None:
+                if session.is_complete and session.finish_time is None:
+                    problem(index, str(session.session_id), "status COMPLETE but no finishTime")
+                    continue
+                if session.session_id in seen or not session.is_complete:
                     continue
                 seen.add(session.session_id)
                 if (since is None or session.finish_time >= since) and (

@@ -25,9 +25,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.http import RETRYABLE_TRANSPORT_ERRORS
 from tasks.redact import redact
+from tasks.storage import describe_s3_error
 
 log = logging.getLogger("ut_pipeline.transfer")
 
@@ -171,7 +173,9 @@ class MultipartWriter:
         self._futures.append(self._pool.submit(upload))
         failed = next((f for f in self._futures if f.done() and f.exception()), None)
         if failed is not None:
-            raise TransferError(f"part upload failed: {failed.exception()}")
+            error = failed.exception()
+            assert error is not None
+            raise TransferError(f"part upload failed: {describe_s3_error(error)}")
 
 
 def stream_to_s3(
@@ -196,12 +200,13 @@ def stream_to_s3(
         raise ValueError("S3 multipart parts must be at least 5 MiB")
     started = time.monotonic()
     link = get_link()
-    links_used, resumes, restarts = 1, 0, 0
+    links_used, resumes, restarts, stalled = 1, 0, 0, 0
     state = _Progress()
     sha = hashlib.sha256()
     writer = MultipartWriter(s3, bucket, key, "video/mp4", part_size, max_inflight_parts)
     try:
         while True:
+            before = state.received
             try:
                 if link.expired():
                     raise _NewLink("link expired before the request")
@@ -213,23 +218,30 @@ def stream_to_s3(
             except _Resume as why:
                 resumes += 1
                 log.warning("%s: resuming at byte %d (%s)", key, state.received, why)
-                time.sleep(_backoff(resumes + restarts))
             except _Restart as why:
                 restarts += 1
                 log.warning("%s: restarting from zero (%s)", key, why)
                 writer.abort()
                 state, sha = _Progress(), hashlib.sha256()
                 writer = MultipartWriter(s3, bucket, key, "video/mp4", part_size, max_inflight_parts)
-                time.sleep(_backoff(resumes + restarts))
-            if links_used - 1 + resumes + restarts > max_interruptions:
-                raise TransferError(
-                    f"gave up after {max_interruptions} interruptions at byte {state.received}"
-                )
+            # A connection that keeps dropping while bytes keep coming is slow, not broken.
+            stalled = 0 if state.received > before else stalled + 1
+            _give_up_if(
+                stalled > max_interruptions,
+                restarts > max_interruptions,
+                links_used - 1 + resumes + restarts > 8 * max_interruptions,
+                max_interruptions,
+                state.received,
+            )
+            if stalled:
+                time.sleep(_backoff(stalled))
         writer.complete()
     except BaseException as exc:
         writer.abort()
         if isinstance(exc, TransferError):
             raise
+        if isinstance(exc, BotoCoreError | ClientError):
+            raise TransferError(describe_s3_error(exc)) from None
         if isinstance(exc, Exception):
             raise TransferError(redact(f"{type(exc).__name__}: {exc}")) from None
         raise
@@ -244,6 +256,19 @@ def stream_to_s3(
         restarts=restarts,
         seconds=time.monotonic() - started,
     )
+
+
+def _give_up_if(stalled: bool, restarting: bool, too_many: bool, limit: int, received: int) -> None:
+    """Stop a transfer that cannot finish: no byte in ``limit`` attempts in a row, the source changing
+    more than ``limit`` times, or more than ``8 * limit`` interruptions in all."""
+    reasons = (
+        (stalled, f"no progress in {limit + 1} attempts"),
+        (restarting, f"the source changed {limit + 1} times"),
+        (too_many, f"more than {8 * limit} interruptions"),
+    )
+    why = next((text for hit, text in reasons if hit), None)
+    if why is not None:
+        raise TransferError(f"gave up: {why}, at byte {received}")
 
 
 def _backoff(interruptions: int) -> float:

@@ -803,9 +803,38 @@ def test_delay_faults_slow_an_answer(api: Api) -> None:
     assert time.monotonic() - started < 0.4
 
 
+def test_garbage_answers_replace_or_edit_the_real_one(api: Api) -> None:
+    test_id = str(CHECKOUT_TEST_ID)
+    faults = [
+        {"target": LIST, "body": "<html>gateway</html>"},
+        {
+            "target": LIST,
+            "patch": [
+                {"op": "replace", "path": "/sessions/1/sessionId", "value": "not-a-uuid"},
+                {"op": "remove", "path": "/sessions/2/finishTime"},
+                {"op": "add", "path": "/sessions/-", "value": {"junk": True}},
+            ],
+        },
+    ]
+    api.admin("POST", "faults", json=faults)
+    garbage = api.get("/api/v2/sessionResults", params={"testId": test_id})
+    assert garbage.status_code == 200 and garbage.text == "<html>gateway</html>"
+    edited = api.get("/api/v2/sessionResults", params={"testId": test_id}).json()
+    real = api.get("/api/v2/sessionResults", params={"testId": test_id}).json()
+    assert (
+        edited["sessions"][1]["sessionId"] == "not-a-uuid"
+        and real["sessions"][1]["sessionId"] != "not-a-uuid"
+    )
+    assert "finishTime" not in edited["sessions"][2] and "finishTime" in real["sessions"][2]
+    assert edited["sessions"][-1] == {"junk": True} and len(edited["sessions"]) == len(real["sessions"]) + 1
+    assert edited["sessions"][0] == real["sessions"][0]
+
+
 @pytest.mark.parametrize(
     "fault",
     [
+        {"target": "video", "body": "x"},
+        {"target": LIST, "patch": [{"op": "move", "path": "/a"}]},
         {"target": "nothing", "status": 500},
         {"target": "video", "status": 500, "delay_seconds": 1},
         {"target": "video"},
