@@ -29,15 +29,15 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.processing import Processing, processing_for, task_outcome
 from flows.report import RunReport, failures_markdown, summary_table, verdict
 from tasks.errors import describe
 from tasks.models import SessionSummary
-from tasks.outcome import Outcome
 from tasks.records import Stage
 from tasks.redact import redact_json
 from tasks.results_api import ApiCall, ApiError, Unauthorized
@@ -48,7 +48,6 @@ from tasks.steps import (
     enumerate_sessions,
     ingest_session,
     late_videos,
-    process_session,
     publish_dataset,
     read_watermark,
     record_run,
@@ -85,14 +84,6 @@ def _observe(report: RunReport, call: ApiCall) -> None:
 
 def _run_id() -> str:
     return str(flow_run.id or uuid4())
-
-
-def _result(future: PrefectFuture[Outcome], session_id: str, test_id: str | None, stage: str) -> Outcome:
-    """The task's outcome, or a failed one if the task itself broke (tasks catch their own errors)."""
-    try:
-        return future.result()
-    except Exception as exc:
-        return Outcome(session_id, test_id, "failed", f"crashed: {describe(exc)}", stage=stage)
 
 
 def enumerate_windows(
@@ -139,6 +130,9 @@ class SessionWork:
         self.tests: dict[str, str | None] = {}
         self.summaries: dict[str, SessionSummary] = {}
         self.processing_began: float | None = None
+        self.processing: Processing = processing_for(
+            self.settings, report.run_id, self.processing_stages, force
+        )
 
     def ingest_and_process(self, work: Work) -> None:
         """Every stage asked for, for sessions as the API listed them."""
@@ -154,25 +148,23 @@ class SessionWork:
 
     def _run(self, to_ingest: list[str], to_process: list[str]) -> None:
         get_run_logger().info(
-            "%d sessions; stages %s; %d downloads and %d processing at a time",
+            "%d sessions; stages %s; %d downloads at a time, %s",
             len(self.tests),
             ", ".join([*(["ingest"] if self.ingest else []), *self.processing_stages]),
             self.settings.download_concurrency,
-            self.settings.process_concurrency,
+            self.processing.describe(),
         )
         self.report.expected = len(self.tests) * (self.ingest + bool(self.processing_stages))
         with (
             ThreadPoolTaskRunner(max_workers=self.settings.download_concurrency) as downloads,
-            ThreadPoolTaskRunner(max_workers=self.settings.process_concurrency) as processors,
+            self.processing,
         ):
-            self._ingest(downloads, processors, to_ingest)
-            self._process(processors, to_process)
+            self._ingest(downloads, to_ingest)
+            self._process(to_process)
             with self.report.timed("waiting for other runs"):
-                self._wait_for_held(downloads, processors)
+                self._wait_for_held(downloads)
 
-    def _ingest(
-        self, downloads: ThreadPoolTaskRunner, processors: ThreadPoolTaskRunner, ids: list[str]
-    ) -> None:
+    def _ingest(self, downloads: ThreadPoolTaskRunner, ids: list[str]) -> None:
         if not ids:
             return
         began = time.monotonic()
@@ -188,40 +180,31 @@ class SessionWork:
             ): sid
             for sid in ids
         }
-        processing = []
         for future in as_completed(list(futures)):
             sid = futures[future]
-            outcome = self.report.add(_result(future, sid, self.tests[sid], "ingest"))
+            outcome = self.report.add(task_outcome(future, sid, self.tests[sid], "ingest"))
             if outcome.has_video and self.processing_stages:
-                processing.append(self._submit_processing(processors, sid))
+                self._submit_processing(sid)
         self.report.timings["ingest"] = round(
             self.report.timings.get("ingest", 0) + time.monotonic() - began, 3
         )
-        self._collect(processing)
+        self._collect()
 
-    def _process(self, processors: ThreadPoolTaskRunner, ids: list[str]) -> None:
+    def _process(self, ids: list[str]) -> None:
         if self.processing_stages:
-            self._collect([self._submit_processing(processors, sid) for sid in ids])
+            for sid in ids:
+                self._submit_processing(sid)
+            self._collect()
 
-    def _submit_processing(
-        self, processors: ThreadPoolTaskRunner, session_id: str
-    ) -> tuple[PrefectFuture[Outcome], str]:
+    def _submit_processing(self, session_id: str) -> None:
         self.processing_began = self.processing_began or time.monotonic()
-        parameters = {
-            "session_id": UUID(session_id),
-            "run_id": self.report.run_id,
-            "stages": self.processing_stages,
-            "force": self.force,
-        }
-        return processors.submit(process_session, parameters), session_id
+        self.processing.submit(session_id, self.tests.get(session_id))
 
-    def _collect(self, futures: list[tuple[PrefectFuture[Outcome], str]]) -> None:
-        for future, session_id in futures:
-            self.report.add(_result(future, session_id, self.tests.get(session_id), "process"))
-        if futures and self.processing_began is not None:
+    def _collect(self) -> None:
+        if self.processing.collect(self.report) and self.processing_began is not None:
             self.report.timings["process"] = round(time.monotonic() - self.processing_began, 3)
 
-    def _wait_for_held(self, downloads: ThreadPoolTaskRunner, processors: ThreadPoolTaskRunner) -> None:
+    def _wait_for_held(self, downloads: ThreadPoolTaskRunner) -> None:
         """Ask again, every few seconds, for the sessions another run held: until that run finishes
         them, its claim lapses or its holder is gone (then this run takes them over), or the wait ends."""
         held = self.report.held()
@@ -237,8 +220,8 @@ class SessionWork:
         )
         while held and time.monotonic() < deadline:
             time.sleep(poll)
-            self._ingest(downloads, processors, [o.session_id for o in held if o.stage == "ingest"])
-            self._process(processors, [o.session_id for o in held if o.stage == "process"])
+            self._ingest(downloads, [o.session_id for o in held if o.stage == "ingest"])
+            self._process([o.session_id for o in held if o.stage == "process"])
             held = self.report.held()
         for outcome in held:
             logger.error("session %s: %s not done: %s", outcome.session_id, outcome.stage, outcome.reason)

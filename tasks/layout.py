@@ -9,6 +9,7 @@ The layout is a contract with the teams that read the bucket; the README documen
     {prefix}sessions/{session_id}/frames/*.jpg, frames/index.json   interval and scene frames
     {prefix}dataset/sessions.parquet           one row per session: the ML-ready table
     {prefix}runs/{flow_run_id}/summary.json, api-calls.jsonl   what each run did, every API request
+    {prefix}runs/{flow_run_id}/processing/{batch_run_id}/{session_id}.json   a pool worker's outcome
     {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
     {prefix}state/ratelimit/{client_key}.json   the shared Results API request ledger
     {prefix}state/late-videos/{session_id}.json  sessions whose video was not ready: asked again
@@ -46,6 +47,13 @@ class BucketLayout:
 
     def run_file(self, run_id: str, name: str) -> str:
         return f"{self.prefix}runs/{UUID(run_id)}/{name}"
+
+    def processing_outcomes(self, run_id: str, batch_run_id: str) -> str:
+        """Where the batch flow run ``batch_run_id`` reports, for run ``run_id``, how each session fared."""
+        return self.run_file(run_id, f"processing/{UUID(batch_run_id)}/")
+
+    def processing_outcome(self, run_id: str, batch_run_id: str, session_id: UUID) -> str:
+        return f"{self.processing_outcomes(run_id, batch_run_id)}{UUID(str(session_id))}.json"
 
     def sessions_root(self) -> str:
         return f"{self.prefix}sessions/"

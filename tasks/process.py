@@ -78,12 +78,14 @@ class Processor:
         scratch: ScratchSpace | None = None,
         lease_seconds: float = 120.0,
         run_finished: RunFinished | None = None,
+        worker_name: str | None = None,
     ) -> None:
         self.s3, self.bucket, self.layout = s3, bucket, layout
         self.records = RecordStore(s3, bucket, layout)
         self.options, self.transcriber, self.progress = frames, transcriber, progress
         self.scratch = scratch or ScratchSpace()
         self.lease_seconds, self.run_finished = lease_seconds, run_finished
+        self.worker_name = worker_name  # UT_WORKER_NAME: which worker did the work, next to host:pid
 
     def process(self, session_id: UUID, run_id: str, stages: set[Stage], *, force: bool = False) -> Outcome:
         record, etag = self.records.get(session_id)
@@ -108,7 +110,9 @@ class Processor:
                 "processing": ProcessingInfo(
                     run_id=run_id,
                     attempts=record.processing.attempts + 1,
-                    worker=f"{socket.gethostname()}:{os.getpid()}",
+                    worker="@".join(
+                        filter(None, [self.worker_name, f"{socket.gethostname()}:{os.getpid()}"])
+                    ),
                 ),
             }
         )

@@ -109,7 +109,7 @@ class ProcessingInfo(BaseModel):
 
     run_id: str | None = None
     attempts: int = 0
-    worker: str | None = None  # host:pid of the process that did the work
+    worker: str | None = None  # [UT_WORKER_NAME@]host:pid of the process that did the work
     seconds: float | None = None
     finished_at: datetime | None = None
 

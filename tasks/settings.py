@@ -113,6 +113,23 @@ class Settings(BaseSettings):
     whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
     vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
     log_format: Literal["text", "json"] = Field(default="text", description="json: JSON lines on stdout")
+    process_deployment: str | None = Field(
+        default=None,
+        description="the Prefect deployment (flow/deployment, e.g. ut-process/cpu) that processes sessions "
+        "in batches on its work pool's workers; empty: processing runs in the flow run's own process",
+    )
+    process_batch_size: int = Field(
+        default=8, ge=1, description="sessions per batch handed to the processing deployment"
+    )
+    process_wait_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long a run waits for the processing pool to make progress (a batch started, a "
+        "session finished) before it reports the rest as not processed",
+    )
+    worker_name: str | None = Field(
+        default=None, description="this worker's name, recorded with host:pid in processing.worker"
+    )
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 

@@ -101,6 +101,7 @@ def runtime() -> Runtime:
                 scratch=scratch,
                 lease_seconds=settings.session_lease_seconds,
                 run_finished=prefect_run_finished,
+                worker_name=settings.worker_name,
             )
             watermarks = WatermarkStore(s3, bucket, layout)
             _runtimes[key] = Runtime(
