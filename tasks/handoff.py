@@ -189,7 +189,7 @@ class Dispatcher:
                 again += session_ids
             elif state is BatchState.RUNNING and look and self._gone(batch, session_ids):
                 log.warning(
-                    "batch run %s is gone (its claim lapsed): handing out its %d session(s) again",
+                    "batch run %s is gone (its process ended or its claim lapsed): handing out its %d session(s) again",
                     batch,
                     len(session_ids),
                 )

@@ -14,6 +14,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.local import LocalWorld, start_local_world
+from sandbox.orchestrator import local_prefect_server
 from tasks.results_api import ResultsApiClient, open_client
 from tasks.settings import load_settings
 
@@ -90,6 +91,13 @@ def prefect_server() -> Iterator[None]:
     """A temporary Prefect server (SQLite) for in-process flow runs."""
     with prefect_test_harness():
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Prefect server as a process of its own, for workers; yields the environment that reaches it."""
+    with local_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
+        yield env
 
 
 def ingest_cli(test_id: UUID) -> list[str]:

@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from flows.ui import loopback_port, wait_for_prefect
 from sandbox.local import LocalWorld
 from sandbox.world import CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
 from tests.conftest import env_for
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A Prefect server of its own (SQLite in a temp dir); yields the environment that reaches it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = loopback_port(0)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-    }
-    log = home / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_prefect(env["PREFECT_API_URL"], server, log)
-        yield env
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_register_and_run_backfill_through_a_worker(
