@@ -2,8 +2,9 @@
 
 It starts, on loopback, what the README's deployments section sets up by hand: a Prefect server
 (its own ``PREFECT_HOME`` under ``.work/prefect-ui/``, so run history survives a restart), the
-local world (sandbox Results API and local S3), the three deployments, and a process worker whose
-environment points the pipeline at the local world. An operator can then start a backfill from the
+local world (sandbox Results API and local S3), the deployments, a process worker whose
+environment points the pipeline at the local world, and a processing worker on the ``ut-process``
+pool, to which the runs hand their sessions (``UT_PROCESS_DEPLOYMENT``), as on a scaled-out set-up. An operator can then start a backfill from the
 UI's form and read each session's fate in the run's logs, exactly as in production.
 
 Every child runs in its own session, so a Ctrl-C in the terminal reaches this process alone and it
@@ -26,7 +27,7 @@ from pathlib import Path
 import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.register import DEFAULT_CRON, register
+from deployments.register import DEFAULT_CRON, GPU_POOL, PROCESS_POOL, register
 from flows.exitcodes import EXIT_FAILED, EXIT_OK
 from sandbox.local import start_local_world
 from sandbox.world import CHECKOUT_TEST_ID
@@ -36,6 +37,8 @@ UI_HOME = Path(".work") / "prefect-ui"
 HOST = "127.0.0.1"
 POOL = "ut-pipeline"
 WORKER_NAME = "ut-pipeline-ui"  # one name, so restarts reuse one worker entry in the UI
+PROCESS_WORKER_NAME = "ut-process-ui"
+WORKER_COMMAND = (sys.executable, "-m", "prefect", "worker", "start")
 STOP_GRACE_SECONDS = 15.0
 
 
@@ -201,16 +204,27 @@ def _serve(stack: ExitStack, port: int, home: Path, logs: Path) -> int:
         temporary_settings(updates={PREFECT_API_URL: api_url}),
     ):
         registered = register(pool=POOL)
-    worker_env = {**world.env, "UT_TEST_IDS": str(CHECKOUT_TEST_ID)}
+    worker_env = {
+        **world.env,
+        "UT_TEST_IDS": str(CHECKOUT_TEST_ID),
+        "UT_PROCESS_DEPLOYMENT": "ut-process/cpu",
+    }
     worker = _start(
         stack,
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", WORKER_NAME],
+        [*WORKER_COMMAND, "--pool", POOL, "--name", WORKER_NAME],
         _child_env(home, api_url, worker_env),
         logs / "worker.log",
+    )
+    process_worker = _start(
+        stack,
+        [*WORKER_COMMAND, "--pool", PROCESS_POOL, "--name", PROCESS_WORKER_NAME, "--limit", "1"],
+        _child_env(home, api_url, {**world.env, "UT_WORKER_NAME": PROCESS_WORKER_NAME}),
+        logs / "process-worker.log",
     )
     children = {
         "Prefect server": server,
         "worker": worker,
+        "processing worker": process_worker,
         "sandbox Results API": world.api.process,
         "local S3": world.s3.process,
     }
@@ -223,7 +237,8 @@ Prefect API    export PREFECT_API_URL={api_url}   (for the prefect CLI and clien
 Results API    {world.api.url}   (the sandbox, 10 requests a minute like UserTesting)
 Work bucket    s3://{world.bucket} on {world.s3.url}   (in memory: gone when this stops)
 
-Registered on work pool {POOL!r}, served by worker {WORKER_NAME!r}:
+Registered, served by worker {WORKER_NAME!r} on work pool {POOL!r} and by processing worker
+{PROCESS_WORKER_NAME!r} on {PROCESS_POOL!r} (ut-process/gpu waits for a GPU worker on {GPU_POOL!r}):
 {names}
   (nightly: cron "{DEFAULT_CRON}" UTC, on UT_TEST_IDS={CHECKOUT_TEST_ID})
 

@@ -20,10 +20,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.ui import HOST, loopback_port, process_groups, stop_tree, wait_for_prefect
+from flows.ui import HOST, WORKER_COMMAND, loopback_port, process_groups, stop_tree, wait_for_prefect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKER_COMMAND = (sys.executable, "-m", "prefect", "worker", "start")
 
 
 @contextmanager

@@ -15,7 +15,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PREFECT_WORKER_QUERY_SECONDS=5 \
     UT_WHISPER_DEVICE=cpu \
     UT_WHISPER_COMPUTE_TYPE=int8 \
-    UT_PROCESS_CONCURRENCY=auto \
     UT_SCRATCH_DIR=/scratch
 
 # The code lives where the deployments registered from this image say it is (deployments/register.py).
