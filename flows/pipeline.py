@@ -167,8 +167,7 @@ class SessionWork:
         ):
             self._ingest(downloads, processors, to_ingest)
             self._process(processors, to_process)
-            with self.report.timed("waiting for other runs"):
-                self._wait_for_held(downloads, processors)
+            self._wait_for_held(downloads, processors)
 
     def _ingest(
         self, downloads: ThreadPoolTaskRunner, processors: ThreadPoolTaskRunner, ids: list[str]
