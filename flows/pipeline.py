@@ -161,8 +161,7 @@ class SessionWork:
         ):
             self._ingest(downloads, to_ingest)
             self._process(to_process)
-            with self.report.timed("waiting for other runs"):
-                self._wait_for_held(downloads)
+            self._wait_for_held(downloads)
 
     def _ingest(self, downloads: ThreadPoolTaskRunner, ids: list[str]) -> None:
         if not ids:

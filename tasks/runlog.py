@@ -89,7 +89,15 @@ class JsonFormatter(logging.Formatter):
 
 class PipelineConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Ours, so a second configuration finds and reuses it. (Its public name matters: Prefect keeps a
-    root handler it takes for the user's instead of installing its own console.)"""
+    root handler it takes for the user's instead of installing its own console.)
+
+    Prefect's line for every task run that completed says nothing the session's own line has not said
+    already; it stays in the run log and the debug log, not on the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()":
+            return False
+        return super().filter(record)
 
 
 class DebugLogHandler(RotatingFileHandler):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -529,3 +529,36 @@ def test_a_full_scratch_disk_is_a_scratch_failure(
 
     monkeypatch.setenv("UT_SCRATCH_DIR", str(small_disk.parent / "roomy"))
     assert reprocess(session_ids=[target])["failures"] == []
+
+
+def _lease_from_elsewhere(world: LocalWorld, prefix: str, session_id: UUID, owner: str) -> None:
+    """Make a session look held by ``owner`` on another machine, for another hour."""
+    key = f"{prefix}sessions/{session_id}/session.json"
+    rec = json.loads(video_bytes(world, key))
+    rec["status"] = "processing"
+    rec["lease"] = {
+        "owner": owner,
+        "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "host": "another-machine",
+        "pid": 4242,
+        "boot": "another-boot",
+        "started": 1,
+    }
+    world.s3_client().put_object(Bucket=world.bucket, Key=key, Body=json.dumps(rec).encode())
+
+
+def test_a_lease_of_a_run_prefect_reports_finished_is_taken_over_at_once(
+    world: LocalWorld, in_process: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UT_HELD_WAIT_SECONDS", "0")
+    target, other = CHECKOUT_SPEECH_SESSION_IDS[0], CHECKOUT_SPEECH_SESSION_IDS[1]
+    earlier = backfill(test_ids=[CHECKOUT_TEST_ID], session_ids=[target, other], stages=["ingest"])
+    _lease_from_elsewhere(world, in_process, target, owner=earlier["run_id"])  # a run Prefect knows is over
+    _lease_from_elsewhere(world, in_process, other, owner=str(uuid4()))  # a run Prefect cannot vouch for
+    summary = reprocess(session_ids=[target, other])
+    assert summary["counts"]["process"] == {"done": 1, "held": 1}
+    (held,) = summary["held"]
+    assert held["session_id"] == str(other) and "lease until" in held["reason"]
+    found = records(world, in_process)
+    assert found[str(target)]["status"] == "done" and found[str(target)]["lease"] is None
+    assert found[str(other)]["lease"]["host"] == "another-machine"  # respected until it lapses

@@ -86,7 +86,7 @@ def test_ui_registers_runs_a_backfill_from_its_worker_and_stops_cleanly(tmp_path
             deployments = {name: client.read_deployment_by_name(name) for name in DEPLOYMENTS}
             run = client.create_flow_run_from_deployment(
                 deployments["ut-backfill/backfill"].id,
-                parameters={"params": {"test_ids": [str(CHECKOUT_TEST_ID)], "stages": ["ingest"]}},
+                parameters={"test_ids": [str(CHECKOUT_TEST_ID)], "stages": ["ingest"]},
             )
             state = _final_state(client, run.id)
             wanted = [f"{s}.*ingested" for s in CHECKOUT_SPEECH_SESSION_IDS]
