@@ -243,8 +243,9 @@ Registered, served by worker {WORKER_NAME!r} on work pool {POOL!r} and by proces
   (nightly: cron "{DEFAULT_CRON}" UTC, on UT_TEST_IDS={CHECKOUT_TEST_ID})
 
 To backfill: open {ui_url}/deployments, choose ut-backfill > backfill, then Run > Custom run;
-in the form's params, add {CHECKOUT_TEST_ID} (the sandbox's checkout test) to test_ids,
-optionally pick stages or force, and submit. The worker picks the run up within about 10 s.
+under test_ids choose Add item and enter {CHECKOUT_TEST_ID} (the sandbox's checkout test),
+optionally pick stages or force, and submit. The worker picks the run up within about 10 s and
+hands its sessions to the processing worker in batches: they show as subflow runs of ut-process.
 One of that test's videos is corrupt on purpose: it ends failed at the media stage.
 
 Logs and artifacts: each run's page under {ui_url}/runs: Logs (a line per session and stage,
