@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         help="repeatable; default both",
     )
 
+    publish = commands.add_parser("publish", help="publish the dataset's changed sessions (no API calls)")
+    publish.add_argument("--full", action="store_true", help="rebuild every table from every record")
+    publish.add_argument(
+        "--compact", action="store_true", help="then merge small files and vacuum old versions"
+    )
+
     sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
     sessions.add_argument(
         "--test-id", action="append", type=UUID, default=[], help="repeatable; default UT_TEST_IDS"
@@ -100,7 +106,7 @@ def list_sessions(args: argparse.Namespace) -> int:
 
 def run_flow(args: argparse.Namespace) -> int:
     """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
-    from flows.pipeline import backfill, nightly, reprocess
+    from flows.pipeline import backfill, nightly, publish, reprocess
 
     settings = load_settings()
     settings.require_bucket()  # fail before Prefect starts, with the variable's name
@@ -115,6 +121,8 @@ def run_flow(args: argparse.Namespace) -> int:
             force=args.force,
             **({"stages": args.stage} if args.stage else {}),
         )
+    elif args.command == "publish":
+        summary = publish(full=args.full, compact=args.compact)
     elif args.command == "reprocess":
         if not (args.test_id or args.session_id):
             raise ConfigError("name what to reprocess: --session-id or --test-id")

@@ -43,6 +43,7 @@ from tasks.results_api import ApiCall, ApiError
 from tasks.runlog import ApiCallLog, configure_logging
 from tasks.steps import (
     advance_watermark,
+    compact_dataset,
     enumerate_sessions,
     ingest_session,
     process_session,
@@ -371,3 +372,18 @@ def reprocess(
             processing.submit(session_id, test_id)
         processing.collect(report)
     return finish(report)
+
+
+@flow(name="ut-publish", log_prints=True)
+def publish(full: bool = False, compact: bool = False) -> dict[str, Any]:
+    """Publish the dataset on its own: the sessions changed since the last publish, or every session.
+
+    Args:
+        full: Rebuild every table from every record in the bucket.
+        compact: Then merge small files and delete versions older than UT_DATASET_RETENTION_HOURS.
+    """
+    configure_logging(runtime().settings.log_format)
+    summary: dict[str, Any] = {"dataset": publish_dataset(full), "failures": [], "test_errors": {}}
+    if compact:
+        summary["compaction"] = compact_dataset()
+    return summary

@@ -25,12 +25,14 @@ from tasks.records import (
     RecordStore,
     SessionRecord,
     Status,
+    TaskDetailsInfo,
     VideoInfo,
     lease_for,
     utcnow,
 )
 from tasks.redact import redact
 from tasks.results_api import ApiError, ResultsApiClient
+from tasks.task_details import fetch_task_details, needs_task_details
 from tasks.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
 
 log = logging.getLogger("ut_pipeline.ingest")
@@ -55,11 +57,13 @@ class Ingestor:
         lease_seconds: float = 120.0,
         vendor_transcripts: bool = False,
         progress: Callable[[str, int, int | None], None] | None = None,
+        session_details: bool = False,
     ) -> None:
         self.client, self.s3, self.bucket, self.layout, self.http = client, s3, bucket, layout, http
         self.records = RecordStore(s3, bucket, layout)
         self.part_size, self.lease_seconds, self.progress = part_size, lease_seconds, progress
         self.vendor_transcripts = vendor_transcripts
+        self.session_details = session_details
 
     def ingest(self, session: SessionSummary, test_id: UUID, run_id: str, *, force: bool = False) -> Outcome:
         sid = session.session_id
@@ -67,6 +71,8 @@ class Ingestor:
         record, etag = self.records.get(sid)
         if record is not None and not force:
             if record.has_video:
+                if self.session_details and record.lease is None and needs_task_details(record.task_details):
+                    self._complete_task_details(record, etag)
                 return outcome("skipped", "already ingested", has_video=True)
             if record.status is Status.NO_VIDEO:
                 return outcome("skipped", "recorded as having no video")
@@ -153,6 +159,9 @@ class Ingestor:
                 "video": video,
                 "ingest": ingest,
                 "vendor_transcript_key": self._vendor_transcript(sid) if self.vendor_transcripts else None,
+                "task_details": self._task_details(sid)
+                if self.session_details
+                else (record.task_details if record else None),
                 "lease": None,
             }
         )
@@ -185,3 +194,17 @@ class Ingestor:
             )
             return False
         return True
+
+    def _task_details(self, session_id: UUID) -> TaskDetailsInfo:
+        return fetch_task_details(self.client, self.s3, self.bucket, self.layout, session_id)
+
+    def _complete_task_details(self, record: SessionRecord, etag: str | None) -> None:
+        """A session ingested without its tasks (the setting was off, or the call failed) gets them now."""
+        info = self._task_details(record.session_id)
+        try:
+            self.records.put(record.model_copy(update={"task_details": info}), etag)
+        except Conflict:
+            log.info(
+                "session %s: record changed meanwhile; its tasks are asked for again next run",
+                record.session_id,
+            )
