@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
-import threading
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -171,23 +171,18 @@ class Dataset:
         remaining = list(TABLES)
         for attempt in range(COMMIT_ATTEMPTS):
             snapshots = {spec.name: self.table(spec) for spec in remaining}  # before reading: see module doc
-            stream = _Stream(remaining)
-            with ThreadPoolExecutor(max_workers=len(remaining) + 1) as pool:
-                producer = pool.submit(self._produce, ids, stream)
-                writes = {
-                    spec.name: pool.submit(self._write, spec, snapshots[spec.name], stream, predicate)
-                    for spec in remaining
-                }
-                stamps = producer.result()
-                conflicts = []
+            conflicts = []
+            with tempfile.TemporaryDirectory(prefix="ut-dataset-") as scratch:
+                stamps, rows = self._stage(ids, remaining, Path(scratch))
                 for spec in list(remaining):
-                    try:
-                        writes[spec.name].result()
-                    except CommitFailedError as exc:
-                        conflicts.append(f"{spec.name}: {exc}")
-                        continue
+                    with pa.ipc.open_stream(Path(scratch) / spec.name) as data:
+                        try:
+                            self._write(spec, snapshots[spec.name], data, predicate)
+                        except CommitFailedError as exc:
+                            conflicts.append(f"{spec.name}: {exc}")
+                            continue
                     report.commits += 1
-                    report.rows[spec.name] = report.rows.get(spec.name, 0) + stream.rows[spec.name]
+                    report.rows[spec.name] = rows[spec.name]
                     remaining.remove(spec)
             for sid, stamp in stamps.items():
                 previous = published.get(sid, stamp)
@@ -199,9 +194,19 @@ class Dataset:
             time.sleep(min(0.2 * 2**attempt, 5.0))
         raise RuntimeError(f"dataset: gave up after {COMMIT_ATTEMPTS} conflicting commits: {remaining}")
 
-    def _produce(self, ids: list[UUID], stream: _Stream) -> dict[UUID, datetime | None]:
-        """Read the sessions' inputs a batch at a time and feed every table's writer."""
+    def _stage(
+        self, ids: list[UUID], specs: list[TableSpec], scratch: Path
+    ) -> tuple[dict[UUID, datetime | None], dict[str, int]]:
+        """Read the sessions' inputs a batch at a time into one compressed Arrow stream per table on
+        scratch disk: a full rebuild holds one batch of rows in memory, not the dataset, and every
+        input is read once for the four tables. Returns the ``updated_at`` read per session, and
+        the rows staged per table."""
         stamps: dict[UUID, datetime | None] = {}
+        rows = {spec.name: 0 for spec in specs}
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
+        writers = {
+            spec.name: pa.ipc.new_stream(scratch / spec.name, spec.schema, options=options) for spec in specs
+        }
         try:
             for start in range(0, len(ids), BATCH_SESSIONS):
                 batch = ids[start : start + BATCH_SESSIONS]
@@ -209,40 +214,39 @@ class Dataset:
                 stamps.update(
                     {sid: i.record.updated_at if i else None for sid, i in zip(batch, inputs, strict=True)}
                 )
-                stream.put(_tables_for([i for i in inputs if i is not None], self.speech_window))
+                tables = _tables_for([i for i in inputs if i is not None], self.speech_window)
+                for spec in specs:
+                    writers[spec.name].write_table(tables[spec.name])
+                    rows[spec.name] += tables[spec.name].num_rows
         finally:
-            stream.close()
-        return stamps
+            for writer in writers.values():
+                writer.close()
+        return stamps, rows
 
     def _write(
-        self, spec: TableSpec, snapshot: DeltaTable | None, stream: _Stream, predicate: str | None
+        self, spec: TableSpec, snapshot: DeltaTable | None, data: pa.RecordBatchReader, predicate: str | None
     ) -> None:
-        data = pa.RecordBatchReader.from_batches(spec.schema, stream.batches(spec.name))
-        try:
-            if snapshot is None:  # the first publish creates the table
-                write_deltalake(
-                    self.uri(spec),
-                    data,
-                    mode="overwrite",
-                    schema_mode="merge",
-                    partition_by=["bucket"],
-                    name=spec.name,
-                    description=spec.description,
-                    storage_options=self.options,
-                    writer_properties=WRITER,
-                )
-            else:
-                write_deltalake(
-                    snapshot,
-                    data,
-                    mode="overwrite",
-                    predicate=predicate,
-                    schema_mode="merge",
-                    writer_properties=WRITER,
-                )
-        except BaseException:
-            stream.abort()
-            raise
+        if snapshot is None:  # the first publish creates the table
+            write_deltalake(
+                self.uri(spec),
+                data,
+                mode="overwrite",
+                schema_mode="merge",
+                partition_by=["bucket"],
+                name=spec.name,
+                description=spec.description,
+                storage_options=self.options,
+                writer_properties=WRITER,
+            )
+        else:
+            write_deltalake(
+                snapshot,
+                data,
+                mode="overwrite",
+                predicate=predicate,
+                schema_mode="merge",
+                writer_properties=WRITER,
+            )
 
     def _update_descriptions(self) -> None:
         """A table created by an older version keeps its description; say which schema it now has."""
@@ -295,48 +299,6 @@ def all_records(store: RecordStore, workers: int = READ_WORKERS) -> Iterator[Ses
         for record, _ in pool.map(store.get, list(session_ids(store.s3, store.bucket, store.layout))):
             if record is not None:
                 yield record
-
-
-class _Stream:
-    """One producer feeding each table's writer its batches: bounded queues, so a full rebuild
-    holds a few batches of rows at a time, not the whole dataset; a failed writer stops the rest."""
-
-    def __init__(self, specs: list[TableSpec]) -> None:
-        self.queues: dict[str, queue.Queue[pa.Table | None]] = {s.name: queue.Queue(maxsize=2) for s in specs}
-        self.rows = dict.fromkeys(self.queues, 0)
-        self.failed = threading.Event()
-
-    def put(self, tables: dict[str, pa.Table]) -> None:
-        for name, q in self.queues.items():
-            self._offer(q, tables[name])
-
-    def close(self) -> None:
-        for q in self.queues.values():
-            self._offer(q, None)
-
-    def abort(self) -> None:
-        self.failed.set()
-
-    def batches(self, name: str) -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                table = self.queues[name].get(timeout=0.1)
-            except queue.Empty:
-                if self.failed.is_set():
-                    raise RuntimeError("dataset: another table's writer failed") from None
-                continue
-            if table is None:
-                return
-            self.rows[name] += table.num_rows
-            yield from table.to_batches()
-
-    def _offer(self, q: queue.Queue[pa.Table | None], item: pa.Table | None) -> None:
-        while not self.failed.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
 
 
 def _tables_for(inputs: list[SessionInputs], speech_window: float) -> dict[str, pa.Table]:
