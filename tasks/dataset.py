@@ -117,22 +117,23 @@ class Dataset:
     def publish(self, *, full: bool = False) -> PublishReport:
         """Publish the sessions whose records changed (every session when ``full`` or on first use)."""
         began = time.monotonic()
+        # Each table is loaded once, before anything is read: the snapshot the commits are checked against.
+        tables = {spec.name: self.table(spec) for spec in TABLES}
         markers = unpublished.pending(self.s3, self.bucket, self.layout)
-        full = full or any(self.table(spec) is None for spec in TABLES)
+        full = full or any(table is None for table in tables.values())
         report = PublishReport("full" if full else "incremental")
         changed = sorted({m.session_id for m in markers}, key=str)
         if full:
             listed = list(session_ids(self.s3, self.bucket, self.layout))
-            published = self._commit(sorted(set(listed) | set(changed), key=str), None, report)
-            self._update_descriptions()
-            self.s3.delete_object(Bucket=self.bucket, Key=self.layout.legacy_sessions_parquet())
+            published = self._commit(sorted(set(listed) | set(changed), key=str), None, tables, report)
+            self._finish_rebuild(tables)
         else:
-            published = self._commit(changed, _predicate(changed), report) if changed else {}
+            published = self._commit(changed, _predicate(changed), tables, report) if changed else {}
         settled = unpublished.covered(markers, published, utcnow())
         unpublished.delete(self.s3, self.bucket, settled)
         report.sessions = sum(1 for stamp in published.values() if stamp is not None)
         report.markers_settled = len(settled)
-        report.versions = {spec.name: table.version() for spec in TABLES if (table := self.table(spec))}
+        report.versions = {name: table.version() for name, table in tables.items() if table is not None}
         report.seconds = time.monotonic() - began
         return report
 
@@ -161,23 +162,30 @@ class Dataset:
     # -- publishing ---------------------------------------------------------------------------
 
     def _commit(
-        self, ids: list[UUID], predicate: str | None, report: PublishReport
+        self,
+        ids: list[UUID],
+        predicate: str | None,
+        tables: dict[str, DeltaTable | None],
+        report: PublishReport,
     ) -> dict[UUID, datetime | None]:
         """Replace these sessions' rows (every row when ``predicate`` is None): one commit per table,
         a table whose commit conflicts with another publisher's is snapshotted, read and written again.
 
-        Returns the ``updated_at`` published per session (the oldest, if a retry read a newer one)."""
+        ``tables`` holds the snapshots loaded before anything was read; each is left at the version
+        its commit made. Returns the ``updated_at`` published per session (the oldest, if a retry
+        read a newer one)."""
         published: dict[UUID, datetime | None] = {}
         remaining = list(TABLES)
         for attempt in range(COMMIT_ATTEMPTS):
-            snapshots = {spec.name: self.table(spec) for spec in remaining}  # before reading: see module doc
+            if attempt:  # snapshots again, before reading again: see the module's doc
+                tables.update({spec.name: self.table(spec) for spec in remaining})
             conflicts = []
             with tempfile.TemporaryDirectory(prefix="ut-dataset-") as scratch:
                 stamps, rows = self._stage(ids, remaining, Path(scratch))
                 for spec in list(remaining):
                     with pa.ipc.open_stream(Path(scratch) / spec.name) as data:
                         try:
-                            self._write(spec, snapshots[spec.name], data, predicate)
+                            tables[spec.name] = self._write(spec, tables[spec.name], data, predicate)
                         except CommitFailedError as exc:
                             conflicts.append(f"{spec.name}: {exc}")
                             continue
@@ -225,7 +233,8 @@ class Dataset:
 
     def _write(
         self, spec: TableSpec, snapshot: DeltaTable | None, data: pa.RecordBatchReader, predicate: str | None
-    ) -> None:
+    ) -> DeltaTable:
+        """Commit the staged rows; returns the table at the version this commit made."""
         if snapshot is None:  # the first publish creates the table
             write_deltalake(
                 self.uri(spec),
@@ -238,22 +247,30 @@ class Dataset:
                 storage_options=self.options,
                 writer_properties=WRITER,
             )
-        else:
-            write_deltalake(
-                snapshot,
-                data,
-                mode="overwrite",
-                predicate=predicate,
-                schema_mode="merge",
-                writer_properties=WRITER,
-            )
+            created = self.table(spec)
+            assert created is not None
+            return created
+        write_deltalake(
+            snapshot,
+            data,
+            mode="overwrite",
+            predicate=predicate,
+            schema_mode="merge",
+            writer_properties=WRITER,
+        )
+        return snapshot
 
-    def _update_descriptions(self) -> None:
-        """A table created by an older version keeps its description; say which schema it now has."""
+    def _finish_rebuild(self, tables: dict[str, DeltaTable | None]) -> None:
+        """After a full rebuild: the schema version in each description (a table made by an older
+        version keeps its own), a checkpoint so loading a table does not parse every file's log
+        entry, and the single-file table of earlier versions removed (README: migration)."""
         for spec in TABLES:
-            table = self.table(spec)
-            if table is not None and table.metadata().description != spec.description:
+            table = tables[spec.name]
+            assert table is not None
+            if table.metadata().description != spec.description:
                 table.alter.set_table_description(spec.description)
+            table.create_checkpoint()
+        self.s3.delete_object(Bucket=self.bucket, Key=self.layout.legacy_sessions_parquet())
 
     # -- reading the records --------------------------------------------------------------------
 

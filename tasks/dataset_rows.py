@@ -95,7 +95,7 @@ def session_rows(inputs: SessionInputs, speech_window: float) -> dict[str, list[
         for n, frame in enumerate(inputs.frames or [])
     ]
     session = {
-        **_session_row(record),
+        **session_row(record),
         "segment_count": len(segment_rows) if inputs.transcript is not None else None,
         "task_count": len(task_rows) if inputs.tasks is not None else None,
         **bucket,
@@ -108,7 +108,7 @@ def session_rows(inputs: SessionInputs, speech_window: float) -> dict[str, list[
     }
 
 
-def _session_row(record: SessionRecord) -> dict[str, Any]:
+def session_row(record: SessionRecord) -> dict[str, Any]:
     """Today's columns of the sessions table (the single-file table had the same ones)."""
     video, media, transcript, frames = record.video, record.media, record.transcript, record.frames
     return {

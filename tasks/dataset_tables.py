@@ -3,8 +3,9 @@
 This is the contract with the teams that train on the dataset (the README documents every column).
 Every table has ``session_id``; the child tables (``tasks``, ``segments``, ``frames``) add a
 position within the session and the ``task_id`` their time falls in. Every table is partitioned by
-``bucket``, the first three hex digits of the session id (4,096 buckets), so publishing a changed
-session rewrites one small partition of each table instead of the whole table.
+``bucket``, the first two hex digits of the session id (256 buckets), so publishing a new session
+adds a small file to one partition, and a changed one rewrites only the files of its partition
+that hold it, never the whole table.
 
 Schema rules, so a reader written against an older version keeps working: a new column is only
 ever added (nullable, published with Delta's schema merge) and the version below goes up by one; no
@@ -19,7 +20,7 @@ from uuid import UUID
 
 import pyarrow as pa
 
-BUCKET_DIGITS = 3
+BUCKET_DIGITS = 2
 
 UTC_TIME = pa.timestamp("us", tz="UTC")
 

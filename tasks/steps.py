@@ -194,9 +194,12 @@ def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: b
 @task(name="publish-dataset")
 def publish_dataset(full: bool = False) -> dict[str, Any]:
     """Publish the sessions whose records changed into the dataset's Delta tables (all of them if ``full``)."""
+    rt = runtime()
     report = _dataset().publish(full=full)
     get_run_logger().info(
-        "dataset: %s publish of %d sessions in %d commits (%d retried), versions %s",
+        "dataset s3://%s/%sdataset/: %s publish of %d sessions in %d commits (%d retried), versions %s",
+        rt.bucket,
+        rt.layout.prefix,
         report.mode,
         report.sessions,
         report.commits,
