@@ -53,6 +53,7 @@ BUCKET = "ut-bench-dataset"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://bench.ut-video-pipeline.invalid/dataset")
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 REQUEST_LINE = re.compile(r'"(GET|PUT|POST|DELETE|HEAD) ')
+LIST_LINE = re.compile(r'"GET /[^/ ?]+\?list-type=2')
 WORDS = [
     "okay",
     "so",
@@ -233,17 +234,31 @@ def legacy_full_rebuild(s3: Any, layout: BucketLayout) -> int:
     return len(rows)
 
 
-def requests_logged(server: ServerProcess) -> int:
-    return len(REQUEST_LINE.findall(server.log()))
+def requests_logged(server: ServerProcess) -> tuple[int, int]:
+    """Requests and LIST requests in the server's log so far."""
+    log = server.log()
+    return len(REQUEST_LINE.findall(log)), len(LIST_LINE.findall(log))
 
 
-def measure(server: ServerProcess, action: Any) -> tuple[float, int, Any]:
+def measure(server: ServerProcess, action: Any) -> tuple[float, tuple[int, int], Any]:
     before = requests_logged(server)
     began = time.perf_counter()
     result = action()
     seconds = time.perf_counter() - began
     time.sleep(0.2)  # let the server flush its log lines
-    return seconds, requests_logged(server) - before, result
+    after = requests_logged(server)
+    return seconds, (after[0] - before[0], after[1] - before[1]), result
+
+
+def list_seconds(s3: Any) -> float:
+    """What one LIST of an empty prefix costs this server: moto scans every key of the bucket for
+    each LIST (real S3 answers in time proportional to what it returns), so this grows with N."""
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        s3.list_objects_v2(Bucket=BUCKET, Prefix="nothing/here/")
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
 def run_size(count: int, repeats: int) -> dict[str, Any]:
@@ -269,15 +284,19 @@ def run_size(count: int, repeats: int) -> dict[str, Any]:
             assert report.mode == "incremental" and report.sessions == 1, report
             runs.append((seconds, requests, report))
         legacy_seconds, legacy_requests, rows = measure(server, lambda: legacy_full_rebuild(s3, layout))
+        one_list = list_seconds(s3)
         assert rows == count and sum(1 for _ in all_records(store)) == count
     return {
         "sessions": count,
         "setup_s": round(setup, 1),
         "publish_s": round(statistics.median(r[0] for r in runs), 3),
-        "publish_requests": statistics.median(r[1] for r in runs),
+        "publish_requests": statistics.median(r[1][0] for r in runs),
+        "publish_lists": statistics.median(r[1][1] for r in runs),
         "rows_written": runs[0][2].rows,
         "legacy_s": round(legacy_seconds, 3),
-        "legacy_requests": legacy_requests,
+        "legacy_requests": legacy_requests[0],
+        "legacy_lists": legacy_requests[1],
+        "moto_list_s": round(one_list, 4),
     }
 
 
@@ -296,19 +315,27 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     print(
-        "\n| sessions | setup | publish 1 changed session | S3 requests | today's full rebuild | its S3 requests | rebuild / publish time |"
+        "\n| sessions | setup | publish 1 changed session | its requests (LISTs) | today's full rebuild"
+        " | its requests (LISTs) | rebuild / publish | one LIST on this server |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(
-            f"| {r['sessions']:,} | {r['setup_s']} s | {r['publish_s']} s | {r['publish_requests']:.0f} | {r['legacy_s']} s "
-            f"| {r['legacy_requests']} | {r['legacy_s'] / r['publish_s']:.1f}x |"
+            f"| {r['sessions']:,} | {r['setup_s']} s | {r['publish_s']} s | {r['publish_requests']:.0f}"
+            f" ({r['publish_lists']:.0f}) | {r['legacy_s']} s | {r['legacy_requests']} ({r['legacy_lists']})"
+            f" | {r['legacy_s'] / r['publish_s']:.1f}x | {r['moto_list_s'] * 1000:.1f} ms |"
         )
     first, last = results[0], results[-1]
     print(
         f"\npublish time {last['sessions']:,} vs {first['sessions']:,}: {last['publish_s'] / first['publish_s']:.2f}x;"
-        f" requests {last['publish_requests'] / first['publish_requests']:.2f}x"
+        f" requests {last['publish_requests'] / first['publish_requests']:.2f}x;"
+        f" less the LISTs' server time {_without_lists(last) / _without_lists(first):.2f}x"
     )
+
+
+def _without_lists(result: dict[str, Any]) -> float:
+    """Publish time less what its LISTs cost this server (see list_seconds)."""
+    return result["publish_s"] - result["publish_lists"] * result["moto_list_s"]
 
 
 if __name__ == "__main__":
