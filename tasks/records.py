@@ -22,6 +22,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import unpublished
 from tasks.layout import BucketLayout
 from tasks.owners import Holder, RunFinished, holder_gone
 
@@ -160,6 +161,15 @@ class FramesInfo(BaseModel):
     scene_threshold: float
 
 
+class TaskDetailsInfo(BaseModel):
+    """The session's tasks from the v3 session details (``UT_SESSION_DETAILS``), for the dataset."""
+
+    key: str | None = Field(default=None, description="tasks.json; null when the API has no details")
+    count: int = 0
+    error: str | None = Field(default=None, description="why the call failed; the next run asks again")
+    fetched_at: datetime = Field(default_factory=utcnow)
+
+
 class SessionRecord(BaseModel):
     """The contents of ``sessions/{session_id}/session.json`` (documented in the README)."""
 
@@ -182,6 +192,7 @@ class SessionRecord(BaseModel):
     no_video: NoVideoInfo | None = None
     lease: Lease | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    task_details: TaskDetailsInfo | None = None
 
     @property
     def has_video(self) -> bool:
@@ -214,6 +225,8 @@ class RecordStore:
     def put(self, record: SessionRecord, etag: str | None) -> str:
         """Replace the record if it is still at ``etag`` (``None``: only if it does not exist)."""
         record = record.model_copy(update={"updated_at": utcnow()})
+        if record.lease is None:  # settled: the dataset must publish it (see tasks/unpublished.py)
+            unpublished.mark(self.s3, self.bucket, self.layout, record.session_id, record.updated_at)
         body = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True).encode()
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         key = self.layout.session_json(record.session_id)

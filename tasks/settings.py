@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
     vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
     log_format: Literal["text", "json"] = Field(default="text", description="json: JSON lines on stdout")
+    session_details: bool = Field(
+        default=False,
+        description="fetch each session's v3 details (its tasks and their timings) for the dataset: "
+        "one more API call per session",
+    )
+    dataset_speech_window_seconds: float = Field(
+        default=5.0, ge=0, description="a frame's speech_text: the words spoken this long before and after it"
+    )
+    dataset_retention_hours: float = Field(
+        default=168.0, ge=0, description="how long old dataset versions stay readable (time travel)"
+    )
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 

@@ -89,6 +89,7 @@ def runtime() -> Runtime:
                 vendor_transcripts=settings.vendor_transcripts,
                 progress=_TransferLog().update,
                 run_finished=prefect_run_finished,
+                session_details=settings.session_details,
             )
             scratch = ScratchSpace(settings.scratch_dir)
             processor = Processor(
@@ -279,12 +280,36 @@ def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: b
 
 
 @task(name="publish-dataset")
-def publish_dataset() -> dict[str, Any]:
-    """Rebuild the Parquet table from every session record."""
+def publish_dataset(full: bool = False) -> dict[str, Any]:
+    """Publish the sessions whose records changed into the dataset's Delta tables (all of them if ``full``)."""
     rt = runtime()
-    key, rows = dataset.publish(rt.s3, rt.bucket, rt.layout)
-    get_run_logger().info("dataset s3://%s/%s: %d sessions", rt.bucket, key, rows)
-    return {"key": key, "rows": rows}
+    report = _dataset().publish(full=full)
+    get_run_logger().info(
+        "dataset s3://%s/%sdataset/: %s publish of %d sessions in %d commits (%d retried), versions %s",
+        rt.bucket,
+        rt.layout.prefix,
+        report.mode,
+        report.sessions,
+        report.commits,
+        report.retries,
+        report.versions,
+    )
+    return report.as_dict()
+
+
+@task(name="compact-dataset")
+def compact_dataset() -> dict[str, Any]:
+    """Merge the dataset's small files and delete the files of versions older than the retention."""
+    done = _dataset().compact(runtime().settings.dataset_retention_hours)
+    get_run_logger().info("dataset compacted: %s", done)
+    return done
+
+
+def _dataset() -> dataset.Dataset:
+    rt = runtime()
+    return dataset.Dataset(
+        rt.s3, rt.bucket, rt.layout, speech_window=rt.settings.dataset_speech_window_seconds
+    )
 
 
 @task(name="sessions-in-bucket")

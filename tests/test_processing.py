@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from flows.pipeline import backfill, reprocess
@@ -17,7 +15,6 @@ from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.world import (
     CHECKOUT_CORRUPT_SESSION_ID,
-    CHECKOUT_NO_VIDEO_SESSION_ID,
     CHECKOUT_SPEECH_SESSION_IDS,
     CHECKOUT_TEST_ID,
     EDGE_AUDIO_ONLY_SESSION_ID,
@@ -122,32 +119,6 @@ def test_bad_media_fails_with_the_stage_and_a_clear_message(
     assert set(failures) == {str(s) for s in expected}
     assert all(f["stage"] == "process" for f in failures.values())
     assert processed["summary"]["counts"]["process"]["done"] == 3  # the others went on
-
-
-def test_dataset_reads_back_from_s3_with_one_row_per_session(
-    world: LocalWorld, processed: dict[str, Any]
-) -> None:
-    prefix = processed["prefix"]
-    fs = pafs.S3FileSystem(
-        endpoint_override=world.s3.url,
-        access_key=world.env["AWS_ACCESS_KEY_ID"],
-        secret_key=world.env["AWS_SECRET_ACCESS_KEY"],
-        region="us-east-1",
-    )
-    table = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
-    rows = {r["session_id"]: r for r in table.to_pylist()}
-    assert len(rows) == table.num_rows == 9  # 5 checkout (one without video) + 4 media edge cases
-    speech = rows[str(CHECKOUT_SPEECH_SESSION_IDS[0])]
-    assert speech["status"] == "done" and speech["transcript_language"] == "en"
-    assert speech["frame_count"] > 0 and speech["width"] == 640 and speech["video_sha256"]
-    assert speech["finish_time"] is not None and speech["test_id"] == str(CHECKOUT_TEST_ID)
-    assert rows[str(CHECKOUT_NO_VIDEO_SESSION_ID)]["status"] == "no_video"
-    assert rows[str(EDGE_NO_AUDIO_SESSION_ID)]["error_stage"] == "media"
-
-    backfill(test_ids=[CHECKOUT_TEST_ID])  # a rerun replaces rows, never duplicates them
-    again = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
-    assert again.num_rows == 9
-    assert sorted(again.column("session_id").to_pylist()) == sorted(rows)
 
 
 def test_reprocess_runs_chosen_stages_from_the_bucket_without_api_calls(
