@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
     vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
     log_format: Literal["text", "json"] = Field(default="text", description="json: JSON lines on stdout")
+    whisper_language: str | None = Field(
+        default=None,
+        description="the spoken language as a Whisper code (en, es, ...); default: detected by a "
+        "multilingual model, en for an English-only one",
+    )
+    whisper_batch_size: int = Field(
+        default=8,
+        ge=0,
+        description="speech pieces Whisper decodes at once (faster-whisper with VAD); 0 or 1: sequential",
+    )
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 
