@@ -530,3 +530,16 @@ def test_openai_whisper_never_downloads(random_checkpoint: Path, tmp_path: Path)
         OpenAIWhisperTranscriber("no-such-model", download_root=tmp_path)
     with pytest.raises(ValueError, match="compute_type"):
         OpenAIWhisperTranscriber(str(random_checkpoint), compute_type="int8")
+
+
+def test_openai_whisper_languages(random_checkpoint: Path, wavs: dict[str, Path]) -> None:
+    """A configured language is used as is (not detected); an unknown code is refused at load."""
+    transcriber = OpenAIWhisperTranscriber(str(random_checkpoint), language="ES")
+    transcript = transcriber.transcribe(wavs["audio-only.mp4"])
+    assert (transcript.language, transcript.language_probability, transcript.language_detected) == (
+        "es",
+        None,
+        False,
+    )
+    with pytest.raises(ValueError, match="not a Whisper language code"):
+        OpenAIWhisperTranscriber(str(random_checkpoint), language="xx")
