@@ -361,6 +361,48 @@ def load_transcriber(
         return _transcribers[key]
 
 
+# CTranslate2's own default thread count per decoding: past it a small Whisper gains little per thread.
+THREADS_PER_SESSION = 4
+
+
+def auto_process_concurrency(cpu_count: int | None = None, cuda: bool | None = None) -> int:
+    """Sessions to process at once in one worker process, for ``UT_PROCESS_CONCURRENCY=auto``.
+
+    On CPU, Whisper is compute-bound, so sessions at once only pay when there are cores to spare:
+    one session per :data:`THREADS_PER_SESSION` cores. On a 2-core machine that is 1, as measured
+    (bench/README.md): two sessions at once, on two CTranslate2 workers with the threads split, took
+    longer for both than one after the other with every thread, and two at once on the model's
+    one worker (today's ``UT_PROCESS_CONCURRENCY=2``) longer still. For the sessions to decode in
+    parallel the transcriber needs ``workers=`` that many and ``cpu_threads=`` :func:`session_threads`
+    (CTranslate2 shares the weights between workers); with one worker the calls queue.
+
+    With CUDA, at least 2: the GPU decodes one session while another downloads, checks and
+    decodes its video with ffmpeg on the CPU; more as the cores allow, because on a GPU machine the
+    CPU's ffmpeg pass, not Whisper, is the slower part. The GPU keeps one model worker (the
+    batched pipeline already fills it). ``cpu_count`` defaults to the CPUs this process may use,
+    ``cuda`` to whether CTranslate2 sees a CUDA device.
+    """
+    cores = cpu_count if cpu_count is not None else _usable_cpus()
+    if cuda is None:
+        cuda = ctranslate2.get_cuda_device_count() > 0
+    sessions = max(1, cores // THREADS_PER_SESSION)
+    return max(2, sessions) if cuda else sessions
+
+
+def session_threads(concurrency: int, cpu_count: int | None = None) -> int:
+    """CTranslate2 threads for each of ``concurrency`` sessions decoding at once: the cores split evenly."""
+    cores = cpu_count if cpu_count is not None else _usable_cpus()
+    return max(1, cores // max(1, concurrency))
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     """faster-whisper's device and compute type with "auto" made concrete, so logs say what ran."""
     if device == "auto":

@@ -36,8 +36,10 @@ from tasks.transcribe import (
     Transcript,
     Word,
     _sentences,
+    auto_process_concurrency,
     load_transcriber,
     resolve_device,
+    session_threads,
 )
 
 MANIFEST = load_manifest()
@@ -409,6 +411,17 @@ def test_auto_device_and_compute_type(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 1)
     assert resolve_device("auto", "auto") == ("cuda", "float16")
     assert resolve_device("cpu", "float32") == ("cpu", "float32")
+
+
+def test_auto_process_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = {cores: auto_process_concurrency(cores, cuda=False) for cores in (1, 2, 4, 7, 8, 16, 64)}
+    assert cpu == {1: 1, 2: 1, 4: 1, 7: 1, 8: 2, 16: 4, 64: 16}
+    gpu = {cores: auto_process_concurrency(cores, cuda=True) for cores in (1, 2, 8, 16, 64)}
+    assert gpu == {1: 2, 2: 2, 8: 2, 16: 4, 64: 16}
+    assert [session_threads(n, 16) for n in (1, 2, 4, 32)] == [16, 8, 4, 1]
+    monkeypatch.setattr(transcribe_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert (auto_process_concurrency(), session_threads(2)) == (2, 4)
 
 
 def test_openai_whisper_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
