@@ -8,7 +8,9 @@ optional extra for parity with the reference implementation; it is imported only
 
 A transcript says how it knows its language (:class:`Transcript`): an English-only model writes any
 speech as English, so it never claims to have detected a language; only a multilingual model with no
-language configured detects one, and records how sure it is.
+language configured detects one, and records how sure it is. faster-whisper can decode VAD's speech
+pieces in batches (``batch_size``): on CPU it needs about 1.6 times less compute than sequential
+decoding and drops fewer repeated phrases (bench/README.md).
 
 Nothing here downloads: a model is a local path or a name already in the local cache, and anything
 else fails at load time with :class:`TranscriberUnavailableError` saying what to fetch. There is no
@@ -75,7 +77,7 @@ class Transcript:
 
     ``language`` is the configured language, "en" for an English-only model, or the language a
     multilingual model detected in the speech (None when it heard none). Only a detection is evidence:
-    an English-only model turns Spanish speech into invented English all the same, so
+    an English-only model turns Spanish speech into invented English (or nothing) all the same, so
     ``language_detected`` is True and ``language_probability`` set only when the model detected it.
     """
 
@@ -368,13 +370,15 @@ THREADS_PER_SESSION = 4
 def auto_process_concurrency(cpu_count: int | None = None, cuda: bool | None = None) -> int:
     """Sessions to process at once in one worker process, for ``UT_PROCESS_CONCURRENCY=auto``.
 
-    On CPU, Whisper is compute-bound, so sessions at once only pay when there are cores to spare:
-    one session per :data:`THREADS_PER_SESSION` cores. On a 2-core machine that is 1, as measured
-    (bench/README.md): two sessions at once, on two CTranslate2 workers with the threads split, took
-    longer for both than one after the other with every thread, and two at once on the model's
-    one worker (today's ``UT_PROCESS_CONCURRENCY=2``) longer still. For the sessions to decode in
-    parallel the transcriber needs ``workers=`` that many and ``cpu_threads=`` :func:`session_threads`
-    (CTranslate2 shares the weights between workers); with one worker the calls queue.
+    On CPU, Whisper is compute-bound: two sessions at once cost the same CPU time as one after the
+    other (measured on 2 cores, within 6 to 10 %: bench/README.md), so running them side by side
+    only pays where one session leaves cores idle. CTranslate2's default of 4 threads per decoding
+    is where a small Whisper stops gaining much per thread, hence one session per
+    :data:`THREADS_PER_SESSION` cores: 1 on a 2-core machine (whose wall-time figures, taken while
+    other people loaded it, were inconclusive: 0.8 to 1.8 times the throughput). For the sessions to
+    decode in parallel the transcriber needs ``workers=`` that many and ``cpu_threads=``
+    :func:`session_threads` (CTranslate2 shares the weights between workers); with one worker the
+    calls queue.
 
     With CUDA, at least 2: the GPU decodes one session while another downloads, checks and
     decodes its video with ffmpeg on the CPU; more as the cores allow, because on a GPU machine the

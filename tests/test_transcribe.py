@@ -300,6 +300,23 @@ def test_faster_whisper_calls_may_run_concurrently(
     assert results == [transcripts[name] for name in names]
 
 
+def test_two_workers_decode_two_sessions_at_once(
+    transcripts: dict[str, Transcript], wavs: dict[str, Path], mode: str
+) -> None:
+    """Two CTranslate2 workers with a thread each (how UT_PROCESS_CONCURRENCY=2 can decode in
+    parallel): the same text and timeline as one worker; thread counts may move a probability."""
+    transcriber = FasterWhisperTranscriber(batch_size=MODES[mode], cpu_threads=1, workers=2)
+    names = ["speech-1.mp4", "speech-2.mp4"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(transcriber.transcribe, [wavs[name] for name in names]))
+    for name, result in zip(names, results, strict=True):
+        expected = transcripts[name]
+        assert result.text == expected.text
+        assert [t for s in result.segments for w in s.words for t in (w.start, w.end)] == pytest.approx(
+            [t for s in expected.segments for w in s.words for t in (w.start, w.end)], abs=0.05
+        )
+
+
 JOINED_CLIPS = ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4"]
 
 
