@@ -562,10 +562,24 @@ def test_openai_whisper_never_downloads(random_checkpoint: Path, tmp_path: Path)
         OpenAIWhisperTranscriber(str(random_checkpoint), compute_type="int8")
 
 
-def test_openai_whisper_languages(random_checkpoint: Path, wavs: dict[str, Path]) -> None:
-    """A configured language is used as is (not detected); an unknown code is refused at load."""
+def test_openai_whisper_languages(
+    random_checkpoint: Path, wavs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configured language is what Whisper decodes in and what the transcript says, not detected
+    (no detection runs); an unknown code is refused at load."""
+    import whisper
+
+    languages: list[str] = []
+
+    def decode(model: Any, audio: np.ndarray, **options: Any) -> dict[str, Any]:
+        languages.append(options["language"])
+        return {"text": " hola", "segments": [{"start": 0.0, "end": 1.0, "text": " hola", "words": []}]}
+
+    monkeypatch.setattr(whisper, "transcribe", decode)
     transcriber = OpenAIWhisperTranscriber(str(random_checkpoint), language="ES")
+    monkeypatch.setattr(transcriber, "_detect_language", None)  # calling it would fail the test
     transcript = transcriber.transcribe(wavs["audio-only.mp4"])
+    assert languages == ["es"] and transcript.text == "hola"
     assert (transcript.language, transcript.language_probability, transcript.language_detected) == (
         "es",
         None,
