@@ -363,20 +363,24 @@ def load_transcriber(
         return _transcribers[key]
 
 
-# CTranslate2's own default thread count per decoding: past it a small Whisper gains little per thread.
-THREADS_PER_SESSION = 4
+# CTranslate2 threads per session when sessions share the CPU: fewer threads per decoding did the same
+# work in less CPU time (bench/README.md), two keep one long session's own latency reasonable.
+THREADS_PER_SESSION = 2
 
 
 def auto_process_concurrency(cpu_count: int | None = None, cuda: bool | None = None) -> int:
     """Sessions to process at once in one worker process, for ``UT_PROCESS_CONCURRENCY=auto``.
 
-    On CPU, Whisper is compute-bound: two sessions at once cost the same CPU time as one after the
-    other (measured on 2 cores, within 6 to 10 %: bench/README.md), so running them side by side
-    only pays where one session leaves cores idle. CTranslate2's default of 4 threads per decoding
-    is where a small Whisper stops gaining much per thread, hence one session per
-    :data:`THREADS_PER_SESSION` cores: 1 on a 2-core machine (whose wall-time figures, taken while
-    other people loaded it, were inconclusive: 0.8 to 1.8 times the throughput). For the sessions to
-    decode in parallel the transcriber needs ``workers=`` that many and ``cpu_threads=``
+    On CPU, Whisper is compute-bound, and CTranslate2 does the same work in less CPU time with
+    fewer threads per decoding: on 2 cores, two sessions at once on two workers of 1 thread took 3
+    to 11 % less CPU than one after the other with 2 threads, and two at once on one worker with
+    CTranslate2's default 4 threads (today's ``UT_PROCESS_CONCURRENCY=2``) 3 to 12 % more
+    (bench/README.md; the wall-time figures, taken while other people loaded the machine, ranged
+    from 0.8 to 1.8 times the throughput and decide nothing). Hence one session per
+    :data:`THREADS_PER_SESSION` cores, which stays at 1 on a 2-core machine until measured idle, and
+    gives many sessions of a few threads on a big one. Sessions hold their decoded audio (230 MB an
+    hour) and their ffmpeg scratch each, so memory bounds this too. For the sessions to decode in
+    parallel the transcriber needs ``workers=`` that many and ``cpu_threads=``
     :func:`session_threads` (CTranslate2 shares the weights between workers); with one worker the
     calls queue.
 

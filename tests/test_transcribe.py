@@ -431,14 +431,14 @@ def test_auto_device_and_compute_type(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_auto_process_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = {cores: auto_process_concurrency(cores, cuda=False) for cores in (1, 2, 4, 7, 8, 16, 64)}
-    assert cpu == {1: 1, 2: 1, 4: 1, 7: 1, 8: 2, 16: 4, 64: 16}
-    gpu = {cores: auto_process_concurrency(cores, cuda=True) for cores in (1, 2, 8, 16, 64)}
-    assert gpu == {1: 2, 2: 2, 8: 2, 16: 4, 64: 16}
-    assert [session_threads(n, 16) for n in (1, 2, 4, 32)] == [16, 8, 4, 1]
+    cpu = {cores: auto_process_concurrency(cores, cuda=False) for cores in (1, 2, 3, 4, 16, 64)}
+    assert cpu == {1: 1, 2: 1, 3: 1, 4: 2, 16: 8, 64: 32}
+    gpu = {cores: auto_process_concurrency(cores, cuda=True) for cores in (1, 2, 4, 16, 64)}
+    assert gpu == {1: 2, 2: 2, 4: 2, 16: 8, 64: 32}
+    assert [session_threads(n, 16) for n in (1, 2, 8, 32)] == [16, 8, 2, 1]
     monkeypatch.setattr(transcribe_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 0)
-    assert (auto_process_concurrency(), session_threads(2)) == (2, 4)
+    assert (auto_process_concurrency(), session_threads(4)) == (4, 2)
 
 
 def test_openai_whisper_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
