@@ -247,6 +247,8 @@ class Processor:
             audio_seconds=transcript.duration,
             segments=len(transcript.segments),
             real_time_factor=round(transcript.duration / elapsed, 2) if elapsed > 0 else None,
+            language_probability=transcript.language_probability,
+            language_detected=transcript.language_detected,
         )
 
     def _store_frames(self, sid: UUID, extraction: Extraction) -> FramesInfo:

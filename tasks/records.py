@@ -149,6 +149,8 @@ class TranscriptInfo(BaseModel):
     audio_seconds: float | None = None
     segments: int = 0
     real_time_factor: float | None = None
+    language_probability: float | None = None
+    language_detected: bool = False
 
 
 class FramesInfo(BaseModel):

@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     dataset_retention_hours: float = Field(
         default=168.0, ge=0, description="how long old dataset versions stay readable (time travel)"
     )
+    whisper_language: str | None = Field(
+        default=None,
+        description="the spoken language as a Whisper code (en, es, ...); default: detected by a "
+        "multilingual model, en for an English-only one",
+    )
+    whisper_batch_size: int = Field(
+        default=8,
+        ge=0,
+        description="speech pieces Whisper decodes at once (faster-whisper with VAD); 0 or 1: sequential",
+    )
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)
 

@@ -135,6 +135,8 @@ def _transcriber(settings: Settings) -> Transcriber:
         settings.whisper_device,
         settings.whisper_compute_type,
         settings.whisper_vad,
+        language=settings.whisper_language,
+        batch_size=settings.whisper_batch_size,
     )
 
 
