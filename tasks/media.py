@@ -63,6 +63,7 @@ FRAME_TIME_BASE = "1:1000"
 # A scroll scores on many consecutive frames; one scene frame per second of it is enough (measured
 # with bench/scenes.py: the gap keeps scrolls from producing bursts at any threshold from 0.05 to 0.09).
 SCENE_MIN_GAP = 1.0  # seconds
+DEFAULT_SCENE_THRESHOLD = 0.07  # ffmpeg's scene score: chosen with bench/scenes.py on the corpus
 DEFAULT_MAX_LOSS = 0.02  # share of a stream that damage may cost before the file counts as failed
 SILENT_DB = -60.0  # RMS, dBFS: a track this quiet holds no sound (digital silence is -inf)
 STABLE_SIZE = 1.0  # seconds a new picture size must last to start its own stretch of frames
@@ -336,7 +337,7 @@ def extract(
     out_dir: Path,
     *,
     frame_rate: float = 1.0,
-    scene_threshold: float = 0.07,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     want_audio: bool = True,
     want_frames: bool = True,
     ffmpeg: str | None = None,
@@ -394,7 +395,7 @@ def extract(
             *(frames_result.losses if frames_result else []),
         ]
         for loss in losses:
-            _check_loss(loss, max_loss)
+            check_loss(loss, max_loss)
         for result, name in ((audio_result, "audio"), (frames_result, "frames")):
             if result is not None and result.empty:
                 missing[name] = result.empty
@@ -433,7 +434,8 @@ def frames_index(extraction: Extraction, key_prefix: str) -> list[dict[str, Any]
     ]
 
 
-def _check_loss(loss: StreamLoss, max_loss: float) -> None:
+def check_loss(loss: StreamLoss, max_loss: float) -> None:
+    """Raise MediaError when ``loss`` is more than ``max_loss`` of its stream, saying how it was lost."""
     if loss.share <= max_loss:
         return
     allowed = f"more than the {max_loss:.1%} allowed"
@@ -724,11 +726,7 @@ class _FramesJob:
         if result.returncode != 0:
             raise MediaError(f"ffmpeg failed (exit {result.returncode}): {_complaint(result.stderr)}")
         changes = [(float(t), (int(w), int(h))) for t, w, h in _SHOWINFO.findall(result.stderr)]
-        starts: list[tuple[float, tuple[int, int]]] = []
-        for i, (at, size) in enumerate(changes):
-            lasts = (changes[i + 1][0] if i + 1 < len(changes) else float("inf")) - at
-            if not starts or (lasts >= STABLE_SIZE and size != starts[-1][1]):
-                starts.append((0.0 if not starts else at, size))
+        starts = stable_sizes(changes)
         return [
             _Stretch(at, starts[n + 1][0] if n + 1 < len(starts) else None, n, *size)
             for n, (at, size) in enumerate(starts)
@@ -759,6 +757,21 @@ class _FramesJob:
                 )
         self._every_picture(stretch.number).unlink(missing_ok=True)
         return frames
+
+
+def stable_sizes(changes: list[tuple[float, tuple[int, int]]]) -> list[tuple[float, tuple[int, int]]]:
+    """Where each stretch of one picture size starts, from the times the size changed.
+
+    The first stretch starts at 0. A size that lasts less than ``STABLE_SIZE`` seconds (the sizes a
+    window goes through while it is dragged) starts no stretch, nor does a return to the size
+    already showing.
+    """
+    starts: list[tuple[float, tuple[int, int]]] = []
+    for i, (at, size) in enumerate(changes):
+        lasts = (changes[i + 1][0] if i + 1 < len(changes) else float("inf")) - at
+        if not starts or (lasts >= STABLE_SIZE and size != starts[-1][1]):
+            starts.append((0.0 if not starts else at, size))
+    return starts
 
 
 def _last_picture_end(path: Path, fps: float | None) -> float | None:
