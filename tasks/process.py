@@ -23,7 +23,14 @@ from typing import Any
 from uuid import UUID
 
 from tasks.layout import BucketLayout
-from tasks.media import DEFAULT_MAX_LOSS, DEFAULT_SCENE_THRESHOLD, Extraction, MediaError, extract, frames_index
+from tasks.media import (
+    DEFAULT_MAX_LOSS,
+    DEFAULT_SCENE_THRESHOLD,
+    Extraction,
+    MediaError,
+    extract,
+    frames_index,
+)
 from tasks.outcome import Outcome
 from tasks.outputs import FRAMES, TRANSCRIPT, media_summary, outputs_update, skip_output
 from tasks.records import (

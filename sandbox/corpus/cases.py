@@ -246,7 +246,7 @@ CASES: tuple[Case, ...] = (
             (Scroll(LONG_ARTICLE, 3, 12.0, (Move(3.0, 1.0, 0.0, 0.2), Move(7.0, 1.5, 0.2, 0.45))),),
             fps=60,
         ),
-        speech=("I am scrolling down the article to find the section about returns.",),
+        speech=("Let me scroll down this long page to find the return policy.",),
     ),
     Case(
         "truncated.mp4",
@@ -285,7 +285,7 @@ CASES: tuple[Case, ...] = (
         "960x540 at 6 s (new sequence headers in the stream).",
         screen=_pages((MOBILE_HOME, 6.0), width=540, height=960, fps=30),
         resize=_pages((MOBILE_MENU, 6.0), width=960, height=540, fps=30),
-        speech=("Let me turn the phone sideways, the table is easier to read like this.",),
+        speech=("I will turn my phone on its side, because the table is easier to read that way.",),
         expect=Expect(sizes=((540, 960), (960, 540))),
     ),
     Case(
@@ -302,7 +302,7 @@ CASES: tuple[Case, ...] = (
         "offset-10s.mkv",
         "Matroska whose timestamps start at 10 s (a recorder that kept its clock running).",
         screen=SITE,
-        speech=("The timestamps of this file start at ten seconds instead of zero.",),
+        speech=("My recorder keeps its own clock, so the times in this recording begin late.",),
         container="mkv",
         timestamp_offset=10.0,
     ),
@@ -368,7 +368,7 @@ CASES: tuple[Case, ...] = (
             (HOME, 3.0),
             videos=(InPageVideo(0.8, 0.12, 0.16, 0.1, 0.0, 19.0),),
         ),
-        speech=("Every page of this site looks almost the same, white with grey lines of text.",),
+        speech=("All the pages on this website look very similar to me.",),
     ),
     Case(
         "video-in-page.mp4",

@@ -111,4 +111,5 @@ def _build(out: Path, workdir: Path) -> dict[str, Any]:
         changes=changes,
         expect=Expect(sizes=((MINUTE.width, MINUTE.height),)),
         streams=Streams(video=1, audio=1),
+        speech_starts=REMARK_AT,
     )

@@ -22,6 +22,7 @@ from sandbox.corpus.cases import CASES, Case
 from sandbox.corpus.encode import AUDIO_BITRATE, build
 from sandbox.corpus.manifest import Streams, entry
 from sandbox.corpus.screens import Change
+from sandbox.media.clips import LEAD_SECONDS
 from sandbox.media.probe import decodes, ffmpeg, probe
 from sandbox.media.speech import SAMPLE_RATE, read_pcm, speak, write_wav
 
@@ -90,7 +91,21 @@ def case_entry(case: Case, seconds: float) -> dict[str, Any]:
         streams=streams(case),
         size=(screen.width, screen.height) if screen else None,
         extra_audio_before=int(case.silent_track_first),
+        video_cuts=screen.video_cuts() if screen else None,
+        speech_starts=speech_starts(case),
     )
+
+
+def speech_starts(case: Case) -> float | None:
+    """When the first word begins: the audio's delay, the track's lead-in and any opening pause."""
+    if case.text is None:
+        return None
+    pauses = 0.0
+    for part in case.speech:
+        if isinstance(part, str):
+            break
+        pauses += part
+    return round(case.audio_delay + LEAD_SECONDS + pauses, 3)
 
 
 def check(case: Case, path: Path, seconds: float) -> list[str]:

@@ -40,9 +40,17 @@ def entry(
     streams: Streams,
     size: tuple[int, int] | None = None,
     extra_audio_before: int = 0,
+    video_cuts: list[float] | None = None,
+    speech_starts: float | None = None,
 ) -> dict[str, Any]:
-    """The manifest entry of one recording. ``size`` is the screen's own size, the default for the
-    frames' displayed size; ``extra_audio_before`` counts audio streams ahead of the one with speech."""
+    """The manifest entry of one recording.
+
+    ``size`` is the screen's own size, the default for the frames' displayed size;
+    ``extra_audio_before`` counts audio streams ahead of the one with speech; ``video_cuts`` are the
+    cuts of a video playing inside the page (not changes of page, but a frame-difference detector
+    cannot tell: the test allows a scene frame there); ``speech_starts`` is when the first word
+    begins, on the file's clock.
+    """
     done = expect.status == "done"
     outputs = []
     if done and streams.video:
@@ -63,6 +71,8 @@ def entry(
         "fps": fps,
         "streams": {"video": streams.video, "audio": streams.audio},
         "changes": None if changes is None else [[c.start, c.end, c.kind] for c in changes],
+        "video_cuts": video_cuts or [],
+        "speech_starts": speech_starts,
         "expect": {
             "status": expect.status,
             "outputs": outputs,

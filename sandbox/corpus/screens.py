@@ -15,6 +15,7 @@ site differ only in their lines, as real navigations between similar white pages
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 
@@ -160,6 +161,10 @@ class Screen:
             at += segment.seconds
         return found
 
+    def video_cuts(self) -> list[float]:
+        """When a video playing inside the page cuts to another picture (no change of page)."""
+        return sorted(round(video.start + cut, 3) for video in self.videos for cut in video.cuts)
+
     def graph(self, label: str = "v") -> str:
         """An ffmpeg filter graph (no inputs) whose output pad ``[label]`` is this screen."""
         chains = [f"{_segment(s, self)}[p{i}]" for i, s in enumerate(self.segments)]
@@ -217,11 +222,8 @@ def _piecewise(points: list[tuple[float, float]]) -> str:
     """An ffmpeg expression of ``t`` through ``(time, value)`` points, linear between them and flat
     outside. Commas are escaped for use inside a filter graph."""
     expression = f"{points[-1][1]:.2f}"
-    for (t0, v0), (t1, v1) in reversed(list(zip(points, points[1:], strict=False))):
-        if t1 <= t0:
-            segment = f"{v1:.2f}"
-        else:
-            segment = f"{v0:.2f}+({v1 - v0:.2f})*(t-{t0:.3f})/{t1 - t0:.3f}"
+    for (t0, v0), (t1, v1) in reversed(list(itertools.pairwise(points))):
+        segment = f"{v1:.2f}" if t1 <= t0 else f"{v0:.2f}+({v1 - v0:.2f})*(t-{t0:.3f})/{t1 - t0:.3f}"
         expression = f"if(lt(t\\,{t1:.3f})\\,{segment}\\,{expression})"
     return f"if(lt(t\\,{points[0][0]:.3f})\\,{points[0][1]:.2f}\\,{expression})"
 
