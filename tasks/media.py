@@ -82,7 +82,7 @@ _DECODE_STATS = re.compile(
     r"Input stream #0:(\d+) \((audio|video)\): (\d+) packets read .*?; (\d+) (?:frames|samples) decoded; "
     r"(\d+) decode errors"
 )
-_PROPERTIES_CHANGED = "Changing video frame properties on the fly"
+_RECONFIGURED = "Reconfiguring filter graph because video parameters changed"
 _SHOWINFO = re.compile(r"pts_time:\s*(-?[\d.]+).*? s:(\d+)x(\d+)")
 _PYAV_LOG_LEVEL = threading.Lock()
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame, not DHT/JPG/DAC
@@ -142,6 +142,15 @@ class MediaInfo:
     def video(self) -> VideoInfo | None:
         """The screen: the stream with the largest picture (the first of equals), not a webcam."""
         return max(self.videos, key=lambda v: v.width * v.height, default=None)
+
+    @property
+    def video_choice(self) -> str | None:
+        """Why ``video`` is the screen, when there are several video streams."""
+        if len(self.videos) < 2 or self.video is None:
+            return None
+        chosen = self.video
+        others = ", ".join(f"stream {v.index}: {v.width}x{v.height}" for v in self.videos if v is not chosen)
+        return f"stream {chosen.index}: the largest picture ({chosen.width}x{chosen.height}; {others})"
 
     @property
     def audio(self) -> AudioInfo | None:
@@ -380,16 +389,19 @@ def extract(
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove(audio, frames)
     try:
-        jobs = [job for job in (audio, frames) if job is not None]
-        for job in jobs:
-            job.prepare()
+        if frames is not None:
+            frames.directory.mkdir()
         source = video.resolve()
+        jobs = [job for job in (audio, frames) if job is not None]
         results = _run_all([job.command(binary, source) for job in jobs], [job.log for job in jobs])
-        for code, log in results:
+        ran = {job.log: result for job, result in zip(jobs, results, strict=True)}
+        audio_result = None
+        if audio is not None:
+            code, log = ran[audio.log]
             if code != 0:
                 raise MediaError(f"ffmpeg failed (exit {code}): {_complaint(log)}")
-        audio_result = audio.finish(results[0][1]) if audio is not None else None
-        frames_result = frames.finish(results[-1][1], binary, source) if frames is not None else None
+            audio_result = audio.finish(log)
+        frames_result = frames.finish(*ran[frames.log], binary, source) if frames is not None else None
         losses = [
             *(audio_result.losses if audio_result else []),
             *(frames_result.losses if frames_result else []),
@@ -469,13 +481,10 @@ class _AudioJob:
     """One wav per audio track from one ffmpeg process, then the track with speech is kept."""
 
     def __init__(self, info: MediaInfo, out_dir: Path) -> None:
-        self.info, self.out_dir = info, out_dir
+        self.info = info
         self.wav = out_dir / "audio.wav"
         self.log = out_dir / ".audio.log"
         self.tracks = {stream.index: out_dir / f".audio-{stream.index}.wav" for stream in info.audios}
-
-    def prepare(self) -> None:
-        pass
 
     def command(self, binary: str, video: Path) -> list[str]:
         source = ffmpeg.input(str(video))
@@ -505,6 +514,7 @@ class _AudioJob:
         duration = _check_wav(self.wav)
         packets, errors = stats.get(index, (0, 0))
         if packets == 0:
+            self.wav.unlink()
             return _AudioResult(
                 self.wav, duration, stream, choice, [], f"audio stream {index} holds no sound"
             )
@@ -607,53 +617,43 @@ class _FramesJob:
         self.log = directory.parent / ".frames.log"
         self.frame_rate, self.scene_threshold = frame_rate, scene_threshold
 
-    def prepare(self) -> None:
-        self.directory.mkdir()
-
     def command(self, binary: str, video: Path, stretch: _Stretch | None = None) -> list[str]:
-        """The ffmpeg command for one stretch: interval frames, scene frames and a null output that
-        sees every picture and logs each one's time (the last one is the measured end of the video).
+        """The ffmpeg command for the whole video (no ``stretch``) or for one stretch of one size.
 
-        ``-reinit_filter 0`` keeps the filters (and their state: the interval clock, the last scene)
-        when the picture's size changes, and ``scale`` holds every picture at the stretch's size,
-        so nothing downstream ever sees two sizes (the scene score of two pictures of different
-        sizes crashes ffmpeg 9). ``finish`` sees a change in the log and extracts each size on its own.
+        The whole-video command lets ffmpeg rebuild its filters when the picture changes; the rebuilt
+        interval clock starts over, the encoder refuses the older times, and ``finish`` reads the
+        rebuild in the log and starts again by stretches. A stretch command keeps the filters
+        (``-reinit_filter 0``: the interval clock and the last scene survive a short-lived size) and
+        holds every picture at the stretch's size with ``scale``, so nothing downstream sees two
+        sizes (the scene score of two pictures of different sizes crashes ffmpeg 9). ``scale``
+        converts every picture (it doubled the CPU time of the whole-video pass), hence only here.
         """
-        stretch = stretch or _Stretch(0.0, None, 0, self.stream.width, self.stream.height)
-        seek: dict[str, Any] = {"reinit_filter": 0}
-        if stretch.seek > 0:
-            seek["ss"] = f"{stretch.seek:.6f}"
-        if stretch.end is not None:
-            seek["t"] = f"{stretch.end - stretch.seek:.6f}"
-        picture = ffmpeg.input(str(video), **seek)[str(self.stream.index)]
-        if stretch.seek > 0:  # back onto the file's clock: -ss makes the stretch start at 0
-            picture = picture.filter("setpts", f"PTS+{stretch.seek:.6f}/TB")
-        picture = picture.filter("scale", stretch.width, stretch.height)
-        branches = picture.filter_multi_output("split", 3)
+        options: dict[str, Any] = {}
+        start = 0.0
+        if stretch is not None:
+            options["reinit_filter"] = 0
+            start = stretch.seek
+            if start > 0:
+                options["ss"] = f"{start:.6f}"
+            if stretch.end is not None:
+                options["t"] = f"{stretch.end - start:.6f}"
+        picture = ffmpeg.input(str(video), **options)[str(self.stream.index)]
+        if start > 0:  # back onto the file's clock: -ss makes the stretch start at 0
+            picture = picture.filter("setpts", f"PTS+{start:.6f}/TB")
+        if stretch is not None:
+            picture = picture.filter("scale", stretch.width, stretch.height)
+        branches = picture.filter_multi_output("split")
         # round=up keeps, for each tick n / rate, the last picture shown at or before it (the default,
         # near, takes one up to half an interval later: the next page, just before a change);
         # start_time pads the first ticks with the first picture when the video starts late.
-        interval = branches[0].filter("fps", fps=self.frame_rate, round="up", start_time=stretch.seek)
+        interval = branches[0].filter("fps", fps=self.frame_rate, round="up", start_time=start)
         scene = branches[1].filter(
             "select",
             f"eq(n,0)+gt(scene,{self.scene_threshold})*gte(t-prev_selected_t,{SCENE_MIN_GAP})",
         )
-        outputs = [
-            self._output(interval, "interval", stretch.number),
-            self._output(scene, "scene", stretch.number),
-            ffmpeg.output(
-                branches[2],
-                "-",
-                f="null",
-                fps_mode="passthrough",
-                enc_time_base=FRAME_TIME_BASE,
-                stats_enc_post=str(self._every_picture(stretch.number)),
-                stats_enc_post_fmt="{pts} {tb}",
-                **{"c:v": "wrapped_avframe"},
-            ),
-        ]
-        command = ffmpeg.merge_outputs(*outputs).global_args(*_quiet())
-        return command.overwrite_output().compile(cmd=binary)
+        number = stretch.number if stretch is not None else 0
+        outputs = [self._output(interval, "interval", number), self._output(scene, "scene", number)]
+        return ffmpeg.merge_outputs(*outputs).global_args(*_quiet()).overwrite_output().compile(cmd=binary)
 
     def _output(self, stream: Any, kind: FrameKind, number: int) -> Any:
         # image2 expands % anywhere in the path, so the directory's own % signs are escaped.
@@ -673,40 +673,39 @@ class _FramesJob:
     def _stats(self, kind: FrameKind, number: int) -> Path:
         return self.directory / f"_{number}_{kind}.stats"
 
-    def _every_picture(self, number: int) -> Path:
-        return self.directory / f"_{number}.pictures"
-
-    def finish(self, log: str, binary: str, video: Path) -> _FramesResult:
-        """Name the JPEGs after their times and measure the stream; when the picture size changed,
-        start again one stretch of size at a time. Packets and decode errors come from the first
-        pass, which read the whole stream once."""
+    def finish(self, code: int, log: str, binary: str, video: Path) -> _FramesResult:
+        """Name the JPEGs after their times and measure the stream; when ffmpeg rebuilt its filters
+        (the picture changed mid-way), start again one stretch of size at a time. Packets and decode
+        errors come from the first pass, which read the whole stream once."""
         self.log.unlink(missing_ok=True)
         stats = _decode_stats(log)
-        stretches = [_Stretch(0.0, None, 0, self.stream.width, self.stream.height)]
-        if _PROPERTIES_CHANGED in log:
+        parts: list[tuple[int, float | None]] = [(0, None)]
+        if _RECONFIGURED in log:
+            for path in self.directory.iterdir():
+                path.unlink()
             stretches = self._stretches(binary, video)
-            if len(stretches) > 1:
-                for path in self.directory.iterdir():
-                    path.unlink()
-                for stretch in stretches:
-                    code, stretch_log = _run_all([self.command(binary, video, stretch)], [self.log])[0]
-                    self.log.unlink(missing_ok=True)
-                    if code != 0:
-                        raise MediaError(f"ffmpeg failed (exit {code}): {_complaint(stretch_log)}")
-        frames: list[FrameInfo] = []
-        end = None
-        for stretch in stretches:
-            end = _last_picture_end(self._every_picture(stretch.number), self.stream.fps) or end
-            frames += self._collect(stretch)
-        if not any(f.kind == "interval" for f in frames):
-            packets, _ = stats.get(self.stream.index, (0, 0))
+            for stretch in stretches:
+                stretch_code, stretch_log = _run_all([self.command(binary, video, stretch)], [self.log])[0]
+                self.log.unlink(missing_ok=True)
+                if stretch_code != 0:
+                    raise MediaError(f"ffmpeg failed (exit {stretch_code}): {_complaint(stretch_log)}")
+            parts = [(stretch.number, stretch.end) for stretch in stretches]
+        elif code != 0:
+            raise MediaError(f"ffmpeg failed (exit {code}): {_complaint(log)}")
+        frames = [frame for number, end in parts for frame in self._collect(number, end)]
+        packets, errors = stats.get(self.stream.index, (0, 0))
+        ticks = [f.timestamp for f in frames if f.kind == "interval"]
+        if not ticks:
             if packets == 0:
                 return _FramesResult([], None, [], f"video stream {self.stream.index} holds no picture")
             raise MediaError("ffmpeg reported success but no picture could be decoded")
-        packets, errors = stats.get(self.stream.index, (0, 0))
+        # The last tick shows a picture that lasts at most until the next tick: where the decoded
+        # video ends, to one interval; the index, where there is one, says it to the frame.
+        decoded_end = ticks[-1] + 1 / self.frame_rate
         promised = self.info.promised_end(self.stream)
-        decoded_end = end if end is not None else max(f.timestamp for f in frames)
         tail = max(0.0, promised - decoded_end - LENGTH_TOLERANCE) if promised is not None else 0.0
+        if promised is not None:
+            decoded_end = min(decoded_end, promised)
         length = (promised if promised is not None else decoded_end) - self.stream.start
         loss = StreamLoss(self.stream.index, "video", packets, errors, tail, max(length, 0.0))
         return _FramesResult(sorted(frames, key=lambda f: (f.timestamp, f.kind)), decoded_end, [loss], None)
@@ -732,21 +731,22 @@ class _FramesJob:
             for n, (at, size) in enumerate(starts)
         ]
 
-    def _collect(self, stretch: _Stretch) -> list[FrameInfo]:
-        """Name one stretch's numbered JPEGs after their times (dropping ticks past its end)."""
+    def _collect(self, number: int, end: float | None) -> list[FrameInfo]:
+        """Name one pass's numbered JPEGs after their times, dropping those at or past ``end`` (the
+        next stretch's own)."""
         frames = []
         for kind in KINDS:
-            stats = self._stats(kind, stretch.number)
+            stats = self._stats(kind, number)
             lines = stats.read_text().splitlines() if stats.exists() else []
             stats.unlink(missing_ok=True)
-            numbered = list(self.directory.glob(f"_{stretch.number}_{kind}_*.jpg"))
+            numbered = list(self.directory.glob(f"_{number}_{kind}_*.jpg"))
             if len(numbered) != len(lines):
                 raise MediaError(f"ffmpeg wrote {len(numbered)} {kind} frames but reported {len(lines)}")
             for line in lines:
-                number, time_base, pts = line.split()
+                count, time_base, pts = line.split()
                 timestamp = float(int(pts) * Fraction(time_base))
-                source = self.directory / f"_{stretch.number}_{kind}_{int(number):06d}.jpg"
-                if stretch.end is not None and timestamp >= stretch.end - 1e-6:
+                source = self.directory / f"_{number}_{kind}_{int(count):06d}.jpg"
+                if end is not None and timestamp >= end - 1e-6:
                     source.unlink()  # the next stretch's own tick
                     continue
                 path = self.directory / f"{kind}_{timestamp:010.3f}.jpg"
@@ -755,7 +755,6 @@ class _FramesJob:
                 frames.append(
                     FrameInfo(path=path, timestamp=timestamp, kind=kind, width=width, height=height)
                 )
-        self._every_picture(stretch.number).unlink(missing_ok=True)
         return frames
 
 
@@ -772,21 +771,6 @@ def stable_sizes(changes: list[tuple[float, tuple[int, int]]]) -> list[tuple[flo
         if not starts or (lasts >= STABLE_SIZE and size != starts[-1][1]):
             starts.append((0.0 if not starts else at, size))
     return starts
-
-
-def _last_picture_end(path: Path, fps: float | None) -> float | None:
-    """Where the last picture logged in ``path`` ends: its time plus one frame (the gap before it,
-    at most one frame at the average rate: a variable-rate capture's gaps say nothing of the last)."""
-    if not path.exists():
-        return None
-    lines = path.read_text().splitlines()
-    times = [float(int(pts) * Fraction(tb)) for pts, tb in (line.split() for line in lines)]
-    if not times:
-        return None
-    frame = times[-1] - times[-2] if len(times) > 1 else 0.0
-    if fps:
-        frame = min(frame, 1 / fps) if frame > 0 else 1 / fps
-    return round(times[-1] + frame, 3)
 
 
 def _decode_stats(log: str) -> dict[int, tuple[int, int]]:

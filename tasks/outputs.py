@@ -28,6 +28,7 @@ _VIDEO_FIELDS = (
     "coded_height",
     "rotation",
     "video_stream",
+    "video_choice",
 )
 
 
@@ -59,7 +60,7 @@ def media_summary(extraction: Extraction, previous: MediaSummary | None) -> Medi
     summary = MediaSummary(
         duration=extraction.duration if extraction.duration is not None else info.duration,
         container=info.format,
-        **_video_fields(extraction.video_stream or info.video),
+        **_video_fields(extraction.video_stream or info.video, info.video_choice),
         **_audio_fields(extraction.audio_stream or info.audio, extraction.audio_choice),
     )
     decoded = {loss.kind for loss in extraction.losses}
@@ -77,7 +78,7 @@ def media_summary(extraction: Extraction, previous: MediaSummary | None) -> Medi
     return summary.model_copy(update={"decode_errors": errors, "lost_seconds": lost})
 
 
-def _video_fields(video: VideoInfo | None) -> dict[str, Any]:
+def _video_fields(video: VideoInfo | None, choice: str | None) -> dict[str, Any]:
     if video is None:
         return {}
     return {
@@ -89,6 +90,7 @@ def _video_fields(video: VideoInfo | None) -> dict[str, Any]:
         "coded_height": video.coded_height,
         "rotation": video.rotation,
         "video_stream": video.index,
+        "video_choice": choice,
     }
 
 

@@ -90,6 +90,7 @@ class MediaSummary(BaseModel):
     video_stream: int | None = None
     audio_stream: int | None = None
     audio_choice: str | None = Field(default=None, description="why that audio track, when there are several")
+    video_choice: str | None = Field(default=None, description="why that video track, when there are several")
     decode_errors: dict[str, int] = Field(
         default_factory=dict, description="undecodable packets per stream kind"
     )

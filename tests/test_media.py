@@ -393,6 +393,7 @@ def test_the_screen_is_the_largest_picture_not_the_webcam(tmp_path: Path) -> Non
 
     assert [(v.index, v.width, v.height) for v in extraction.info.videos] == [(0, 320, 240), (1, 1280, 720)]
     assert extraction.video_stream is not None and extraction.video_stream.index == 1
+    assert extraction.info.video_choice == "stream 1: the largest picture (1280x720; stream 0: 320x240)"
     assert {(f.width, f.height) for f in extraction.frames} == {(1280, 720)}
 
 
