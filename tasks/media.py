@@ -103,7 +103,6 @@ class VideoInfo:
     coded_width: int
     coded_height: int
     rotation: int  # degrees the picture is turned for display: 0, 90, 180 or 270
-    pixel_format: str | None
     fps: float | None  # average rate; None when the container does not say
     frames: int | None  # frame count from the header; None when unknown
     start: float  # seconds after the container's start
@@ -314,7 +313,6 @@ def _video_info(stream: VideoStream, origin: float, rotation: int) -> VideoInfo:
         coded_width=coded_width,
         coded_height=coded_height,
         rotation=rotation,
-        pixel_format=stream.codec_context.format.name if stream.codec_context.format else None,
         fps=float(rate) if rate else None,
         frames=stream.frames or None,
         start=_start(stream, origin),

@@ -13,7 +13,7 @@ from tasks.media import AudioInfo, Extraction, MediaInfo, StreamLoss, VideoInfo
 from tasks.outputs import media_summary, outputs_update, skip_output
 from tasks.records import FramesInfo, MediaSummary, SessionRecord, Status
 
-SCREEN = VideoInfo(0, "h264", 540, 960, 960, 540, 90, "yuv420p", 30.0, 270, 0.0, 9.0)
+SCREEN = VideoInfo(0, "h264", 540, 960, 960, 540, 90, 30.0, 270, 0.0, 9.0)
 MIC = AudioInfo(2, "aac", 48000, 1, 0.0, 9.0)
 INFO = MediaInfo(
     "mov,mp4,m4a,3gp,3g2,mj2", 9.0, 1000, (SCREEN,), (AudioInfo(1, "aac", 48000, 1, 0.0, 9.0), MIC), True
