@@ -72,19 +72,21 @@ def build(case: Case, out: Path, workdir: Path) -> float:
         video_inputs, video_maps = _video(case, seconds, stem)
         inputs += video_inputs
         maps += video_maps
-    audio_index = 1 if case.resize is not None or case.rotation else 0
-    if case.silent_track_first:
+    # The video is input 0 when it is a file (joined pieces, a turned picture), else a filter graph.
+    next_input = 1 if case.resize is not None or case.rotation else 0
+    tracks = []
+    if case.silent_track_first:  # the computer's sound, recorded as digital silence
         inputs += ["-i", room_tone(stem.with_name(f"{stem.name}.system.wav"), seconds, db=None)]
-        maps += ["-map", f"{audio_index}:a"]
-        audio_index += 1
+        tracks.append(next_input)
+        next_input += 1
     if wav is not None:
         if case.audio_delay:
             inputs += ["-itsoffset", f"{case.audio_delay:.3f}"]
         inputs += ["-i", wav]
-        maps += ["-map", f"{audio_index}:a", *_audio_codec(case)]
-    elif case.silent_track_first:
-        raise ValueError(f"{case.file}: a silent first track needs a second one")
-    if case.silent_track_first:
+        tracks.append(next_input)
+    for track in tracks:
+        maps += ["-map", f"{track}:a"]
+    if tracks:
         maps += _audio_codec(case)
     timing = ["-output_ts_offset", f"{case.timestamp_offset:g}"] if case.timestamp_offset else []
     target = stem.with_name(f"{stem.name}.whole{out.suffix}") if case.damage else out
