@@ -33,6 +33,8 @@ from tasks.records import RecordStore, SessionRecord, Status, VideoInfo
 from tests.conftest import isolated_env
 from tests.test_processing import word_error_rate
 
+pytestmark = pytest.mark.slow
+
 CASES = load_corpus()["cases"]
 NAMES = [*sorted(CASES), LONG_FILE]
 TEST_ID = sandbox_uuid("test/corpus")
