@@ -126,7 +126,8 @@ class IngestInfo(BaseModel):
 
 
 class MediaSummary(BaseModel):
-    """What probing the video found."""
+    """What probing and extracting the video found. ``width``/``height`` are the picture as displayed
+    (after its rotation); ``coded_*`` as stored. The streams are the ones processing chose."""
 
     duration: float | None = None
     container: str | None = None
@@ -136,6 +137,19 @@ class MediaSummary(BaseModel):
     video_codec: str | None = None
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
+    coded_width: int | None = None
+    coded_height: int | None = None
+    rotation: int | None = None
+    video_stream: int | None = None
+    audio_stream: int | None = None
+    audio_choice: str | None = Field(default=None, description="why that audio track, when there are several")
+    video_choice: str | None = Field(default=None, description="why that video track, when there are several")
+    decode_errors: dict[str, int] = Field(
+        default_factory=dict, description="undecodable packets per stream kind"
+    )
+    lost_seconds: dict[str, float] = Field(
+        default_factory=dict, description="seconds lost to damage per stream kind: bad packets, a cut-off end"
+    )
 
 
 class TranscriptInfo(BaseModel):
@@ -195,6 +209,11 @@ class SessionRecord(BaseModel):
     lease: Lease | None = None
     updated_at: datetime = Field(default_factory=utcnow)
     task_details: TaskDetailsInfo | None = None
+    outputs: list[str] = Field(default_factory=list, description="the outputs that exist: transcript, frames")
+    missing: dict[str, str] = Field(
+        default_factory=dict,
+        description="outputs the media cannot give, with the reason (e.g. no audio stream)",
+    )
 
     @property
     def has_video(self) -> bool:

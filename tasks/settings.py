@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     ffmpeg_path: str | None = Field(default=None, description="a system ffmpeg; default: imageio-ffmpeg's")
     frame_rate: float = Field(default=1.0, gt=0, description="interval frames per second of video")
     scene_threshold: float = Field(
-        default=0.2, gt=0, le=1, description="ffmpeg scene score for a scene frame"
+        default=0.07, gt=0, le=1, description="ffmpeg scene score for a scene frame (bench/scenes.py)"
     )
     whisper_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     whisper_model: str | None = Field(default=None, description="name or path; default: the bundled tiny.en")
@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         default=8,
         ge=0,
         description="speech pieces Whisper decodes at once (faster-whisper with VAD); 0 or 1: sequential",
+    )
+    media_max_loss: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="share of a stream that damage may cost (undecodable packets, a cut-off end) before "
+        "the session fails at the media stage; what is lost is recorded either way",
     )
 
     _split_test_ids = field_validator("test_ids", "workspace_ids", mode="before")(_split_ids)

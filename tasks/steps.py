@@ -96,7 +96,12 @@ def runtime() -> Runtime:
                 s3,
                 bucket,
                 layout,
-                FrameOptions(settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path),
+                FrameOptions(
+                    settings.frame_rate,
+                    settings.scene_threshold,
+                    settings.ffmpeg_path,
+                    settings.media_max_loss,
+                ),
                 transcriber=lambda: _transcriber(settings),
                 progress=_TranscriptionLog().update,
                 scratch=scratch,
