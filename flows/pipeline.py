@@ -159,12 +159,12 @@ class SessionWork:
             len(self.tests),
             ", ".join([*(["ingest"] if self.ingest else []), *self.processing_stages]),
             self.settings.download_concurrency,
-            self.settings.process_concurrency,
+            runtime().process_concurrency,
         )
         self.report.expected = len(self.tests) * (self.ingest + bool(self.processing_stages))
         with (
             ThreadPoolTaskRunner(max_workers=self.settings.download_concurrency) as downloads,
-            ThreadPoolTaskRunner(max_workers=self.settings.process_concurrency) as processors,
+            ThreadPoolTaskRunner(max_workers=runtime().process_concurrency) as processors,
         ):
             self._ingest(downloads, processors, to_ingest)
             self._process(processors, to_process)

@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     work_prefix: str = ""
 
     download_concurrency: int = Field(default=4, ge=1, description="videos streamed at once per flow run")
-    process_concurrency: int = Field(default=1, ge=1, description="sessions transcribed at once per flow run")
+    process_concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="sessions processed at once per worker process; auto: one per 2 cores, at least 2 "
+        "with a GPU (tasks/transcribe.py: auto_process_concurrency)",
+    )
     part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
     session_lease_seconds: float = Field(
         default=120.0,

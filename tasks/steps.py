@@ -35,7 +35,7 @@ from tasks.results_api import ListProblem, ResultsApiClient, open_client
 from tasks.scratch import ScratchSpace
 from tasks.settings import Settings, load_settings
 from tasks.storage import preflight, s3_client
-from tasks.transcribe import Transcriber, load_transcriber
+from tasks.transcribe import Transcriber, auto_process_concurrency, load_transcriber, session_threads
 from tasks.transfer import MIB
 from tasks.watermarks import WatermarkStore
 
@@ -53,6 +53,7 @@ class Runtime:
     processor: Processor
     watermarks: WatermarkStore
     scratch: ScratchSpace
+    process_concurrency: int  # UT_PROCESS_CONCURRENCY, with "auto" resolved for this machine
 
 
 log = logging.getLogger("ut_pipeline.steps")
@@ -92,6 +93,11 @@ def runtime() -> Runtime:
                 session_details=settings.session_details,
             )
             scratch = ScratchSpace(settings.scratch_dir)
+            concurrency = (
+                auto_process_concurrency()
+                if settings.process_concurrency == "auto"
+                else settings.process_concurrency
+            )
             processor = Processor(
                 s3,
                 bucket,
@@ -102,7 +108,7 @@ def runtime() -> Runtime:
                     settings.ffmpeg_path,
                     settings.media_max_loss,
                 ),
-                transcriber=lambda: _transcriber(settings),
+                transcriber=lambda: _transcriber(settings, concurrency),
                 progress=_TranscriptionLog().update,
                 scratch=scratch,
                 lease_seconds=settings.session_lease_seconds,
@@ -110,7 +116,7 @@ def runtime() -> Runtime:
             )
             watermarks = WatermarkStore(s3, bucket, layout)
             _runtimes[key] = Runtime(
-                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch
+                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch, concurrency
             )
         return _runtimes[key]
 
@@ -132,8 +138,12 @@ def prefect_run_finished(run_id: str) -> bool:
     return state is not None and state.is_final()
 
 
-def _transcriber(settings: Settings) -> Transcriber:
-    """The Whisper model, loaded on first use in this process (not at start-up) and then kept."""
+def _transcriber(settings: Settings, concurrency: int) -> Transcriber:
+    """The Whisper model, loaded on first use in this process (not at start-up) and then kept. With
+    several sessions at once, as many model workers, the cores split between them."""
+    parallel = (
+        {"workers": concurrency, "cpu_threads": session_threads(concurrency)} if concurrency > 1 else {}
+    )
     return load_transcriber(
         settings.whisper_backend,
         settings.whisper_model,
@@ -142,6 +152,7 @@ def _transcriber(settings: Settings) -> Transcriber:
         settings.whisper_vad,
         language=settings.whisper_language,
         batch_size=settings.whisper_batch_size,
+        **parallel,
     )
 
 

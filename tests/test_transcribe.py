@@ -395,7 +395,7 @@ def test_the_settings_reach_the_transcriber(monkeypatch: pytest.MonkeyPatch) -> 
     from tasks.settings import load_settings
     from tasks.steps import _transcriber
 
-    default = _transcriber(load_settings())
+    default = _transcriber(load_settings(), 1)
     assert isinstance(default, FasterWhisperTranscriber)
     assert (default.batch_size, default.language, default.vad) == (
         load_settings().whisper_batch_size,
@@ -404,11 +404,15 @@ def test_the_settings_reach_the_transcriber(monkeypatch: pytest.MonkeyPatch) -> 
     )
     monkeypatch.setenv("UT_WHISPER_BATCH_SIZE", "4")
     monkeypatch.setenv("UT_WHISPER_LANGUAGE", "en")
-    configured = _transcriber(load_settings())
+    configured = _transcriber(load_settings(), 1)
     assert isinstance(configured, FasterWhisperTranscriber)
     assert (configured.batch_size, configured.language) == (4, "en")
     monkeypatch.setenv("UT_WHISPER_BATCH_SIZE", "1")
-    assert _transcriber(load_settings()).batch_size == 0  # type: ignore[attr-defined]
+    assert _transcriber(load_settings(), 1).batch_size == 0  # type: ignore[attr-defined]
+    # Two sessions at once: two model workers, the cores split between them.
+    parallel = _transcriber(load_settings(), 2)
+    (key,) = [k for k, loaded in transcribe_module._transcribers.items() if loaded is parallel]
+    assert key[-1] == 2 and key[6] == session_threads(2) and parallel is not _transcriber(load_settings(), 1)
 
 
 def test_unknown_backend_and_uncached_models_are_clear_errors(tmp_path: Path) -> None:
