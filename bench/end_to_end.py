@@ -102,7 +102,9 @@ def _plain_loop(test_id: uuid.UUID, since: datetime, wanted: set[uuid.UUID]) -> 
         s3,
         bucket,
         layout,
-        FrameOptions(settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path),
+        FrameOptions(
+            settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path, settings.media_max_loss
+        ),
         transcriber=lambda: load_transcriber(
             settings.whisper_backend,
             settings.whisper_model,

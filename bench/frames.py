@@ -88,9 +88,15 @@ class _WithInputOptions:
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
-    def run(self, cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def _with_options(self, cmd: list[str]) -> list[str]:
         at = cmd.index("-i")
-        return subprocess.run([*cmd[:at], *self.options, *cmd[at:]], **kwargs)
+        return [*cmd[:at], *self.options, *cmd[at:]]
+
+    def run(self, cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self._with_options(cmd), **kwargs)
+
+    def Popen(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._with_options(cmd), **kwargs)
 
 
 def _ffmpeg(*args: str) -> None:
@@ -127,7 +133,27 @@ def _variants(video: Path) -> list[Variant]:
         media.extract(video, out, want_audio=False)
         media.extract(video, out, want_frames=False)
 
-    one_pass = "pipeline frames + audio, one pass"
+    def single_pass_before(out: Path) -> None:
+        """The extraction's command before audio and frames had a process each (commit 3fc96eb):
+        one decode, one filter graph feeding the wav and both JPEG outputs, -xerror."""
+        frames = out / "frames"
+        frames.mkdir()
+        jpeg = [
+            *("-fps_mode", "passthrough", "-enc_time_base", "1:1000", "-q:v", "3", "-start_number", "0"),
+            *("-stats_enc_post_fmt", "{n} {tb} {pts}"),
+        ]
+        _ffmpeg(
+            "-xerror",
+            *("-i", src, "-filter_complex"),
+            "[0:1]aresample=first_pts=0[a];[0:0]split[x][y];[x]fps=fps=1:round=up[i];[y]select=gt(scene\\,0.2)[s]",
+            *("-map", "[a]", "-acodec", "pcm_s16le", "-ac", "1", "-ar", "16000", str(out / "audio.wav")),
+            *("-map", "[i]", *jpeg, "-stats_enc_post", str(frames / "_interval.stats")),
+            str(frames / "interval_%06d.jpg"),
+            *("-map", "[s]", *jpeg, "-stats_enc_post", str(frames / "_scene.stats")),
+            str(frames / "_scene_%06d.jpg"),
+        )
+
+    one_pass = "pipeline frames + audio (2 processes at once)"
     return [
         Variant("plain", plain(), "plain", "near"),
         Variant("plain, default quality", plain(quality=False), "plain", "near", baseline="plain"),
@@ -152,8 +178,9 @@ def _variants(video: Path) -> list[Variant]:
         Variant("plain + audio.wav, two passes", two_plain_passes, "plain", "near", baseline="plain"),
         Variant("pipeline frames", pipeline(False), "pipeline", "up"),
         Variant(one_pass, pipeline(True), "pipeline", "up"),
+        Variant("one pass, as before the split", single_pass_before, "plain", "up", baseline=one_pass),
         Variant(
-            "pipeline frames + audio, two passes", two_pipeline_passes, "pipeline", "up", baseline=one_pass
+            "pipeline frames, then audio (2 calls)", two_pipeline_passes, "pipeline", "up", baseline=one_pass
         ),
         Variant(
             "pipeline -skip_loop_filter all",

@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="repeatable; default both",
     )
 
+    publish = commands.add_parser("publish", help="publish the dataset's changed sessions (no API calls)")
+    publish.add_argument("--full", action="store_true", help="rebuild every table from every record")
+    publish.add_argument(
+        "--compact", action="store_true", help="then merge small files and vacuum old versions"
+    )
+
     sessions = commands.add_parser("sessions", help="list the completed sessions of tests (UT_* settings)")
     sessions.add_argument(
         "--test-id", action="append", type=UUID, default=[], help="repeatable; default UT_TEST_IDS"
@@ -121,12 +127,17 @@ def check_credentials(settings: Settings) -> None:
 
 def run_flow(args: argparse.Namespace) -> int:
     """Run a flow here (an ephemeral Prefect unless PREFECT_API_URL names a server); print its summary."""
-    from flows.pipeline import backfill, nightly, reprocess
+    from flows.pipeline import backfill, nightly, publish, reprocess
     from flows.report import verdict
 
     settings = load_settings()
     preflight(settings.require_bucket())  # fail before Prefect starts, with the variable's name
-    check_credentials(settings)
+    if args.command in ("backfill", "nightly"):  # reprocess and publish make no API call
+        check_credentials(settings)
+    if args.command == "publish":
+        published = publish(full=args.full, compact=args.compact)
+        print(json.dumps(published) if settings.log_format == "json" else json.dumps(published, indent=2))
+        return EXIT_OK
     if args.command == "backfill":
         if not (args.test_id or settings.test_ids):
             raise ConfigError("no tests to backfill: pass --test-id or set UT_TEST_IDS")

@@ -3,7 +3,7 @@
 It starts the local world (sandbox Results API and local S3 on loopback), points the pipeline at
 it through the production environment variables, and runs the nightly flow on the sandbox's
 think-out-loud test: discover, enumerate, fetch links under the real 10-per-minute limit, stream
-every video into the bucket and record each session. The bucket is then copied to a local folder
+every video into the bucket with its tasks (``UT_SESSION_DETAILS``), process it and publish the dataset. The bucket is then copied to a local folder
 so the results outlive the in-memory S3 server, and the sandbox's own counters are printed.
 """
 
@@ -29,6 +29,7 @@ def run_demo() -> int:
     with start_local_world() as world:
         os.environ.update(world.env)
         os.environ["UT_TEST_IDS"] = str(CHECKOUT_TEST_ID)
+        os.environ["UT_SESSION_DETAILS"] = "true"  # the dataset's tasks: one more API call per session
         settings = load_settings()
         print(f"Results API {world.api.url}   S3 {world.s3.url}   bucket s3://{world.bucket}")
         summary = nightly()

@@ -45,6 +45,7 @@ from tasks.runlog import configure_logging
 from tasks.steps import (
     advance_watermark,
     check_storage,
+    compact_dataset,
     enumerate_sessions,
     ingest_session,
     late_videos,
@@ -373,3 +374,20 @@ def reprocess(
 
     _guarded(report, body)
     return finish(report)
+
+
+@flow(name="ut-publish", log_prints=True)
+def publish(full: bool = False, compact: bool = False) -> dict[str, Any]:
+    """Publish the dataset on its own: the sessions changed since the last publish, or every session.
+
+    Args:
+        full: Rebuild every table from every record in the bucket.
+        compact: Then merge small files and delete versions older than UT_DATASET_RETENTION_HOURS.
+    """
+    settings = runtime().settings
+    configure_logging(settings.log_format, settings.log_dir)
+    check_storage()
+    summary: dict[str, Any] = {"dataset": publish_dataset(full)}
+    if compact:
+        summary["compaction"] = compact_dataset()
+    return summary

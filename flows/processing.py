@@ -218,7 +218,7 @@ def processing_for(settings: Settings, run_id: str, stages: list[Stage], force: 
     """The pool when ``UT_PROCESS_DEPLOYMENT`` names one, else this process."""
     if settings.process_deployment:
         return PoolProcessing(settings, run_id, stages, force)
-    return LocalProcessing(settings.process_concurrency, run_id, stages, force)
+    return LocalProcessing(runtime().process_concurrency, run_id, stages, force)
 
 
 @flow(name="ut-process", log_prints=True)
@@ -244,7 +244,7 @@ def process_batch(
     ledger = OutcomeLedger(rt.s3, rt.bucket, rt.layout)
     counts: Counter[str] = Counter()
     try:
-        with LocalProcessing(rt.settings.process_concurrency, run_id, stages, force) as local:
+        with LocalProcessing(rt.process_concurrency, run_id, stages, force) as local:
             for session_id in session_ids:
                 local.submit(str(session_id), None)
             for outcome in local.outcomes():

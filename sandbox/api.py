@@ -672,8 +672,7 @@ def session_details(world: World, session: Session) -> dict[str, Any]:
         ("AGE_GROUP", "What is your age?", participant.age_group),
         ("COUNTRY", "Where do you live?", participant.country),
     ]
-    end_ms = int(((session.finish_time or world.anchor) - session.start_time).total_seconds() * 1000)
-    slot = end_ms // max(1, len(test.tasks))
+    timings = world.task_timings(session)
     # A session still in progress has answered its first task only. Unanswered tasks are left out
     # rather than given ``response: null``: the spec's ``nullable`` beside ``allOf`` does not allow
     # null under OpenAPI 3.0.3's rules, so a strict client could reject it.
@@ -684,8 +683,8 @@ def session_details(world: World, session: Session) -> dict[str, Any]:
             "text": task.text,
             "type": task.type,
             "response": {
-                "startTimeMs": n * slot,
-                "endTimeMs": (n + 1) * slot,
+                "startTimeMs": timings[n][0],
+                "endTimeMs": timings[n][1],
                 "skipped": False,
                 "answer": _task_answer(task.type, session.index),
             },

@@ -222,6 +222,31 @@ class World:
             return None
         return clip.text
 
+    def task_timings(self, session: Session) -> list[tuple[int, int]]:
+        """When each task of the session's test ran, as (start, end) in ms from the session's start.
+
+        The tasks share the recording (the clip's length; the session's wall time when it has no
+        readable clip) by how long such tasks take: a think-aloud or navigation task several times a
+        rating. The participant reads the first prompt before starting and each next prompt between
+        tasks, so there is a lead-in and a gap between tasks (4 % of the recording each) that belong
+        to no task.
+        """
+        tasks = self.test_of(session).tasks
+        clip = self.clips.get(session.media or "")
+        if clip is not None and clip.duration:
+            total = round(clip.duration * 1000)
+        else:
+            total = round(((session.finish_time or self.anchor) - session.start_time).total_seconds() * 1000)
+        weights = [TASK_WEIGHTS.get(task.type, 1) for task in tasks]
+        pause = round(total * 0.04)
+        usable = total - pause * len(tasks)
+        timings, start = [], pause
+        for n, weight in enumerate(weights):
+            end = total if n == len(tasks) - 1 else start + usable * weight // sum(weights)
+            timings.append((start, end))
+            start = end + pause
+        return timings
+
     def participant(self, session: Session) -> Participant:
         """The session's participant, with demographics picked from fixed lists by the session's index."""
         i = session.index + self.tests.index(self.test_of(session))
@@ -280,6 +305,9 @@ class World:
             ],
         }
 
+
+# Relative time a task of each type takes: looking around and thinking aloud against a quick answer.
+TASK_WEIGHTS = {"WRITTEN": 4, "URL": 4, "FIGMA": 4, "BLANK": 2}
 
 GENDERS = ("Female", "Male", "Non-binary", "Prefer not to say")
 AGE_GROUPS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")

@@ -28,6 +28,7 @@ from tasks.outcome import Outcome
 from tasks.owners import Holder, RunFinished
 from tasks.records import (
     Claim,
+    Conflict,
     ErrorInfo,
     Held,
     IngestInfo,
@@ -35,10 +36,12 @@ from tasks.records import (
     RecordStore,
     SessionRecord,
     Status,
+    TaskDetailsInfo,
     VideoInfo,
     utcnow,
 )
 from tasks.results_api import ApiError, ResultsApiClient
+from tasks.task_details import fetch_task_details, needs_task_details
 from tasks.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
 
 log = logging.getLogger("ut_pipeline.ingest")
@@ -65,6 +68,7 @@ class Ingestor:
         vendor_transcripts: bool = False,
         progress: Callable[[str, int, int | None], None] | None = None,
         run_finished: RunFinished | None = None,
+        session_details: bool = False,
     ) -> None:
         self.client, self.s3, self.bucket, self.layout, self.http = client, s3, bucket, layout, http
         self.records = RecordStore(s3, bucket, layout)
@@ -73,6 +77,7 @@ class Ingestor:
         self.late_video_grace = late_video_grace
         self.vendor_transcripts = vendor_transcripts
         self.run_finished = run_finished
+        self.session_details = session_details
 
     def ingest(self, session: SessionSummary, test_id: UUID, run_id: str, *, force: bool = False) -> Outcome:
         sid = session.session_id
@@ -80,6 +85,8 @@ class Ingestor:
         record, etag = self.records.get(sid)
         if record is not None and not force:
             if record.has_video:
+                if self.session_details and record.lease is None and needs_task_details(record.task_details):
+                    self._complete_task_details(record, etag)
                 return outcome("skipped", "already ingested", has_video=True)
             if record.no_video_is_final:
                 return outcome("skipped", "recorded as having no video")
@@ -90,6 +97,7 @@ class Ingestor:
             api=session.model_dump(mode="json", by_alias=True),
             ingest=IngestInfo(run_id=run_id, attempts=(record.ingest.attempts if record else 0) + 1),
             no_video=record.no_video if record else None,
+            task_details=record.task_details if record else None,
         )
         claim = self.records.claim(
             new, record, etag, Holder.this_process(run_id), self.lease_seconds, self.run_finished
@@ -159,6 +167,9 @@ class Ingestor:
                 "ingest": ingest,
                 "no_video": None,
                 "vendor_transcript_key": self._vendor_transcript(sid) if self.vendor_transcripts else None,
+                "task_details": self._task_details(sid)
+                if self.session_details
+                else claim.record.task_details,
             }
         )
         if not self._release(claim, final, link_requests):
@@ -238,3 +249,17 @@ class Ingestor:
             link_requests,
         )
         return False
+
+    def _task_details(self, session_id: UUID) -> TaskDetailsInfo:
+        return fetch_task_details(self.client, self.s3, self.bucket, self.layout, session_id)
+
+    def _complete_task_details(self, record: SessionRecord, etag: str | None) -> None:
+        """A session ingested without its tasks (the setting was off, or the call failed) gets them now."""
+        info = self._task_details(record.session_id)
+        try:
+            self.records.put(record.model_copy(update={"task_details": info}), etag)
+        except Conflict:
+            log.info(
+                "session %s: record changed meanwhile; its tasks are asked for again next run",
+                record.session_id,
+            )

@@ -7,7 +7,9 @@ The layout is a contract with the teams that read the bucket; the README documen
     {prefix}sessions/{session_id}/vendor-transcript.vtt   UserTesting's own transcript (optional)
     {prefix}sessions/{session_id}/transcript.json|.vtt|.srt   Whisper's transcript
     {prefix}sessions/{session_id}/frames/*.jpg, frames/index.json   interval and scene frames
-    {prefix}dataset/sessions.parquet           one row per session: the ML-ready table
+    {prefix}sessions/{session_id}/tasks.json    the session's tasks and their timings (UT_SESSION_DETAILS)
+    {prefix}dataset/{table}/                    the Delta tables: sessions, tasks, segments, frames
+    {prefix}state/unpublished/{session_id}/{stamp}   a settled record change the dataset has not published
     {prefix}runs/{flow_run_id}/summary.json, api-calls.jsonl   what each run did, every API request
     {prefix}runs/{flow_run_id}/processing/{batch_run_id}/{session_id}.json   a pool worker's outcome
     {prefix}state/watermarks/{test_id}.json     the nightly run's progress per test
@@ -42,8 +44,22 @@ class BucketLayout:
         """``transcript.json``, ``frames/index.json``, ... next to the session's video."""
         return f"{self.session_dir(session_id)}{name}"
 
-    def dataset_table(self) -> str:
+    def dataset_table(self, name: str) -> str:
+        """The folder of one Delta table (``sessions``, ``tasks``, ``segments``, ``frames``)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a table name: {name!r}")
+        return f"{self.prefix}dataset/{name}/"
+
+    def legacy_sessions_parquet(self) -> str:
+        """The single-file table that the Delta tables replaced; removed by the first publish."""
         return f"{self.prefix}dataset/sessions.parquet"
+
+    def unpublished_root(self) -> str:
+        return f"{self.prefix}state/unpublished/"
+
+    def unpublished_marker(self, session_id: UUID, stamp: str) -> str:
+        """One settled change of a session's record, named by the record's ``updated_at`` stamp."""
+        return f"{self.unpublished_root()}{UUID(str(session_id))}/{stamp}"
 
     def run_file(self, run_id: str, name: str) -> str:
         return f"{self.prefix}runs/{UUID(run_id)}/{name}"

@@ -5,9 +5,10 @@ model, another frame rate) without spending API calls, on any worker. A run clai
 processing as ingest does (a lease renewed while it works), so two runs or workers never process
 the same session at once, and one killed mid-way is taken over. The video is copied to the run's
 scratch folder for ffmpeg and removed afterwards; everything that lasts goes to the bucket.
-Bad media (corrupt, empty, no audio, no video) ends as ``failed`` with the stage and ffmpeg's or
-PyAV's reason; a full scratch disk as ``failed`` at stage ``scratch``; the run goes on with the
-other sessions.
+Bad media (corrupt, empty, damaged beyond ``FrameOptions.max_loss``) ends as ``failed`` with the
+stage and ffmpeg's or PyAV's reason; a full scratch disk as ``failed`` at stage ``scratch``; the run
+goes on with the other sessions. Media without an audio or a video stream is not bad: the session
+gets the output it allows and records the other as missing (see ``tasks.outputs``).
 """
 
 from __future__ import annotations
@@ -26,15 +27,22 @@ from uuid import UUID
 
 from tasks.errors import describe, is_disk_full
 from tasks.layout import BucketLayout
-from tasks.media import Extraction, MediaError, MediaInfo, extract, frames_index
+from tasks.media import (
+    DEFAULT_MAX_LOSS,
+    DEFAULT_SCENE_THRESHOLD,
+    Extraction,
+    MediaError,
+    extract,
+    frames_index,
+)
 from tasks.outcome import Outcome
+from tasks.outputs import FRAMES, TRANSCRIPT, media_summary, outputs_update, skip_output
 from tasks.owners import Holder, RunFinished
 from tasks.records import (
     Claim,
     ErrorInfo,
     FramesInfo,
     Held,
-    MediaSummary,
     ProcessingInfo,
     RecordStore,
     SessionRecord,
@@ -53,8 +61,9 @@ log = logging.getLogger("ut_pipeline.process")
 @dataclass(frozen=True)
 class FrameOptions:
     rate: float = 1.0
-    scene_threshold: float = 0.2
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     ffmpeg: str | None = None
+    max_loss: float = DEFAULT_MAX_LOSS
 
 
 class _StageFailed(Exception):
@@ -96,8 +105,8 @@ class Processor:
 
         if record is None or not record.has_video:
             return outcome("skipped", "no video in the bucket")
-        transcribe = Stage.TRANSCRIBE in stages and (force or record.transcript is None)
-        frames = Stage.FRAMES in stages and (force or record.frames is None)
+        transcribe = Stage.TRANSCRIBE in stages and not skip_output(record, TRANSCRIPT, force)
+        frames = Stage.FRAMES in stages and not skip_output(record, FRAMES, force)
         if not (transcribe or frames) and record.status is Status.DONE:
             return outcome("skipped", "already processed")
         if not force and record.status is Status.FAILED and record.error and record.error.stage == "media":
@@ -168,7 +177,7 @@ class Processor:
             done,
             outcome(
                 "done",
-                "processed",
+                "; ".join(["processed", *(f"no {k}: {v}" for k, v in done.missing.items())]),
                 audio_seconds=(transcript.audio_seconds or 0.0) if (transcribe and transcript) else 0.0,
                 frames=frame_info.count if (frames and frame_info) else 0,
             ),
@@ -195,15 +204,16 @@ class Processor:
                     want_audio=transcribe,
                     want_frames=frames,
                     ffmpeg=self.options.ffmpeg,
+                    max_loss=self.options.max_loss,
                 )
             except MediaError as exc:
                 raise _StageFailed("media", str(exc)) from None
-            updates: dict[str, Any] = {"media": _summary(extraction.info)}
-            if transcribe:
-                updates["transcript"] = self._transcribe(sid, extraction)
-            if frames:
-                updates["frames"] = self._store_frames(sid, extraction)
-        return updates
+            updates: dict[str, Any] = {"media": media_summary(extraction, record.media)}
+            if extraction.audio is not None:
+                updates[TRANSCRIPT] = self._transcribe(sid, extraction)
+            if extraction.frames:
+                updates[FRAMES] = self._store_frames(sid, extraction)
+        return {**updates, **outputs_update(record, updates, extraction)}
 
     def _download(self, key: str, sha256: str, target: Path) -> None:
         self.s3.download_file(self.bucket, key, str(target))
@@ -251,6 +261,8 @@ class Processor:
             audio_seconds=transcript.duration,
             segments=len(transcript.segments),
             real_time_factor=round(transcript.duration / elapsed, 2) if elapsed > 0 else None,
+            language_probability=transcript.language_probability,
+            language_detected=transcript.language_detected,
         )
 
     def _store_frames(self, sid: UUID, extraction: Extraction) -> FramesInfo:
@@ -312,17 +324,3 @@ def _failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, _StageFailed):
         return exc.stage, redact(str(exc))
     return "process", describe(exc)
-
-
-def _summary(info: MediaInfo) -> MediaSummary:
-    video, audio = info.video, info.audio
-    return MediaSummary(
-        duration=info.duration,
-        container=info.format,
-        width=video.width if video else None,
-        height=video.height if video else None,
-        fps=video.fps if video else None,
-        video_codec=video.codec if video else None,
-        audio_codec=audio.codec if audio else None,
-        audio_sample_rate=audio.sample_rate if audio else None,
-    )

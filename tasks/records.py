@@ -22,6 +22,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import unpublished
 from tasks.layout import BucketLayout
 from tasks.owners import Holder, RunFinished, holder_gone
 
@@ -125,7 +126,8 @@ class IngestInfo(BaseModel):
 
 
 class MediaSummary(BaseModel):
-    """What probing the video found."""
+    """What probing and extracting the video found. ``width``/``height`` are the picture as displayed
+    (after its rotation); ``coded_*`` as stored. The streams are the ones processing chose."""
 
     duration: float | None = None
     container: str | None = None
@@ -135,6 +137,19 @@ class MediaSummary(BaseModel):
     video_codec: str | None = None
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
+    coded_width: int | None = None
+    coded_height: int | None = None
+    rotation: int | None = None
+    video_stream: int | None = None
+    audio_stream: int | None = None
+    audio_choice: str | None = Field(default=None, description="why that audio track, when there are several")
+    video_choice: str | None = Field(default=None, description="why that video track, when there are several")
+    decode_errors: dict[str, int] = Field(
+        default_factory=dict, description="undecodable packets per stream kind"
+    )
+    lost_seconds: dict[str, float] = Field(
+        default_factory=dict, description="seconds lost to damage per stream kind: bad packets, a cut-off end"
+    )
 
 
 class TranscriptInfo(BaseModel):
@@ -148,6 +163,8 @@ class TranscriptInfo(BaseModel):
     audio_seconds: float | None = None
     segments: int = 0
     real_time_factor: float | None = None
+    language_probability: float | None = None
+    language_detected: bool = False
 
 
 class FramesInfo(BaseModel):
@@ -158,6 +175,15 @@ class FramesInfo(BaseModel):
     scene_count: int
     frame_rate: float
     scene_threshold: float
+
+
+class TaskDetailsInfo(BaseModel):
+    """The session's tasks from the v3 session details (``UT_SESSION_DETAILS``), for the dataset."""
+
+    key: str | None = Field(default=None, description="tasks.json; null when the API has no details")
+    count: int = 0
+    error: str | None = Field(default=None, description="why the call failed; the next run asks again")
+    fetched_at: datetime = Field(default_factory=utcnow)
 
 
 class SessionRecord(BaseModel):
@@ -182,6 +208,12 @@ class SessionRecord(BaseModel):
     no_video: NoVideoInfo | None = None
     lease: Lease | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    task_details: TaskDetailsInfo | None = None
+    outputs: list[str] = Field(default_factory=list, description="the outputs that exist: transcript, frames")
+    missing: dict[str, str] = Field(
+        default_factory=dict,
+        description="outputs the media cannot give, with the reason (e.g. no audio stream)",
+    )
 
     @property
     def has_video(self) -> bool:
@@ -214,6 +246,8 @@ class RecordStore:
     def put(self, record: SessionRecord, etag: str | None) -> str:
         """Replace the record if it is still at ``etag`` (``None``: only if it does not exist)."""
         record = record.model_copy(update={"updated_at": utcnow()})
+        if record.lease is None:  # settled: the dataset must publish it (see tasks/unpublished.py)
+            unpublished.mark(self.s3, self.bucket, self.layout, record.session_id, record.updated_at)
         body = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True).encode()
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         key = self.layout.session_json(record.session_id)

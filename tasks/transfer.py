@@ -206,7 +206,7 @@ def stream_to_s3(
     writer = MultipartWriter(s3, bucket, key, "video/mp4", part_size, max_inflight_parts)
     try:
         while True:
-            before = state.received
+            before, pause = state.received, True
             try:
                 if link.expired():
                     raise _NewLink("link expired before the request")
@@ -214,7 +214,7 @@ def stream_to_s3(
                 break
             except _NewLink as why:
                 log.info("%s: fetching a new link (%s)", key, why)
-                link, links_used = get_link(), links_used + 1
+                link, links_used, pause = get_link(), links_used + 1, False
             except _Resume as why:
                 resumes += 1
                 log.warning("%s: resuming at byte %d (%s)", key, state.received, why)
@@ -233,8 +233,8 @@ def stream_to_s3(
                 max_interruptions,
                 state.received,
             )
-            if stalled:
-                time.sleep(_backoff(stalled))
+            if pause:  # a new link is used at once; a drop or a restart waits a little, longer when stuck
+                time.sleep(_backoff(stalled + 1))
         writer.complete()
     except BaseException as exc:
         writer.abort()

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 from flows.pipeline import backfill, reprocess
@@ -17,7 +15,6 @@ from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.world import (
     CHECKOUT_CORRUPT_SESSION_ID,
-    CHECKOUT_NO_VIDEO_SESSION_ID,
     CHECKOUT_SPEECH_SESSION_IDS,
     CHECKOUT_TEST_ID,
     EDGE_AUDIO_ONLY_SESSION_ID,
@@ -81,6 +78,7 @@ def test_speech_is_transcribed_accurately(world: LocalWorld, processed: dict[str
         assert b" --> " in srt and b"," in srt.split(b" --> ")[0]
         assert abs(rec["media"]["duration"] - MANIFEST[clip]["duration"]) < 0.15
         assert (rec["media"]["width"], rec["media"]["height"]) == (640, 360)
+        assert rec["outputs"] == ["frames", "transcript"] and rec["missing"] == {}
 
 
 def test_frames_match_duration_and_scene_cuts(world: LocalWorld, processed: dict[str, Any]) -> None:
@@ -94,6 +92,7 @@ def test_frames_match_duration_and_scene_cuts(world: LocalWorld, processed: dict
         assert abs(len(interval) - duration * 1.0) <= 1
         for n, frame in enumerate(interval):
             assert frame["timestamp"] == pytest.approx(n / 1.0, abs=0.05)
+        assert scenes[0]["timestamp"] == 0.0  # the opening scene
         for cut in MANIFEST[clip]["scene_changes"]:
             assert any(abs(f["timestamp"] - cut) <= 0.1 for f in scenes), (clip, cut, scenes)
         for frame in index:
@@ -110,44 +109,40 @@ def test_bad_media_fails_with_the_stage_and_a_clear_message(
         CHECKOUT_CORRUPT_SESSION_ID: "cannot read",
         EDGE_CORRUPT_SESSION_ID: "cannot read",
         EDGE_EMPTY_SESSION_ID: "empty file",
-        EDGE_NO_AUDIO_SESSION_ID: "no audio stream",
-        EDGE_AUDIO_ONLY_SESSION_ID: "no video stream",
     }
     for session_id, message in expected.items():
         rec = record(world, processed["prefix"], session_id)
         assert rec["status"] == "failed", rec
         assert rec["error"]["stage"] == "media" and message in rec["error"]["message"], rec["error"]
         assert rec["video"]["sha256"]  # the ingest itself succeeded
+        assert rec["outputs"] == []
     failures = {f["session_id"]: f for f in processed["summary"]["failures"]}
     assert set(failures) == {str(s) for s in expected}
     assert all(f["stage"] == "process" for f in failures.values())
-    assert processed["summary"]["counts"]["process"]["done"] == 3  # the others went on
+    assert processed["summary"]["counts"]["process"]["done"] == 5  # the others went on
 
 
-def test_dataset_reads_back_from_s3_with_one_row_per_session(
-    world: LocalWorld, processed: dict[str, Any]
-) -> None:
-    prefix = processed["prefix"]
-    fs = pafs.S3FileSystem(
-        endpoint_override=world.s3.url,
-        access_key=world.env["AWS_ACCESS_KEY_ID"],
-        secret_key=world.env["AWS_SECRET_ACCESS_KEY"],
-        region="us-east-1",
+def test_a_missing_stream_costs_only_its_own_output(world: LocalWorld, processed: dict[str, Any]) -> None:
+    """Video without audio keeps its frames, audio without video its transcript: both are done,
+    with the output they cannot have recorded as missing, and a rerun does not try again."""
+    no_audio = record(world, processed["prefix"], EDGE_NO_AUDIO_SESSION_ID)
+    audio_only = record(world, processed["prefix"], EDGE_AUDIO_ONLY_SESSION_ID)
+
+    assert (no_audio["status"], no_audio["error"]) == ("done", None)
+    assert no_audio["outputs"] == ["frames"] and no_audio["missing"] == {"transcript": "no audio stream"}
+    assert no_audio["transcript"] is None and no_audio["frames"]["interval_count"] == 6
+    assert (audio_only["status"], audio_only["error"]) == ("done", None)
+    assert audio_only["outputs"] == ["transcript"] and audio_only["missing"] == {"frames": "no video stream"}
+    assert audio_only["frames"] is None
+    assert word_error_rate(MANIFEST["audio-only.mp4"]["text"], audio_only["transcript"]["text"]) <= 0.2
+    assert (audio_only["media"]["width"], audio_only["media"]["video_stream"]) == (None, None)
+
+    summary = backfill(test_ids=[MEDIA_EDGE_TEST_ID], stages=["transcribe", "frames"])
+    # Nothing left to do for the done ones, and a video that cannot be decoded is not tried again.
+    assert summary["failures"] == [] and summary["counts"]["process"] == {"skipped": 4}
+    assert (
+        record(world, processed["prefix"], EDGE_NO_AUDIO_SESSION_ID)["updated_at"] == no_audio["updated_at"]
     )
-    table = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
-    rows = {r["session_id"]: r for r in table.to_pylist()}
-    assert len(rows) == table.num_rows == 9  # 5 checkout (one without video) + 4 media edge cases
-    speech = rows[str(CHECKOUT_SPEECH_SESSION_IDS[0])]
-    assert speech["status"] == "done" and speech["transcript_language"] == "en"
-    assert speech["frame_count"] > 0 and speech["width"] == 640 and speech["video_sha256"]
-    assert speech["finish_time"] is not None and speech["test_id"] == str(CHECKOUT_TEST_ID)
-    assert rows[str(CHECKOUT_NO_VIDEO_SESSION_ID)]["status"] == "no_video"
-    assert rows[str(EDGE_NO_AUDIO_SESSION_ID)]["error_stage"] == "media"
-
-    backfill(test_ids=[CHECKOUT_TEST_ID])  # a rerun replaces rows, never duplicates them
-    again = pq.read_table(f"{world.bucket}/{prefix}dataset/sessions.parquet", filesystem=fs)
-    assert again.num_rows == 9
-    assert sorted(again.column("session_id").to_pylist()) == sorted(rows)
 
 
 def test_reprocess_runs_chosen_stages_from_the_bucket_without_api_calls(

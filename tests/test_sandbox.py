@@ -866,3 +866,15 @@ def test_reset_forgets_tokens_links_faults_and_counts(api: Api) -> None:
     assert api.get("/api/v2/sessionResults", params={"testId": str(CHECKOUT_TEST_ID)}).status_code == 200
     expired = api.http.get(link)
     assert expired.status_code == 403 and s3_error_code(expired) == ("AccessDenied", "Request has expired")
+
+
+def test_task_timings_fall_within_the_recording(api: Api) -> None:
+    """Tasks run one after another inside the video (a lead-in and gaps belong to no task), so the
+    dataset can align speech and frames with them."""
+    manifest = json.loads((DEFAULT_MEDIA_DIR / "manifest.json").read_text())["clips"]
+    for session_id, clip in zip(CHECKOUT_SPEECH_SESSION_IDS, SPEECH_CLIPS, strict=True):
+        tasks = api.get(f"/api/v3/sessionResults/{session_id}").json()["tasks"]
+        spans = [(t["response"]["startTimeMs"], t["response"]["endTimeMs"]) for t in tasks]
+        assert len(spans) == 2 and spans[0][0] > 0
+        assert all(start < end for start, end in spans) and spans[0][1] < spans[1][0]
+        assert spans[-1][1] == round(manifest[clip]["duration"] * 1000)

@@ -1,5 +1,6 @@
-"""Transcription: accuracy and timing of the default backend on the committed clips, the subtitle and
-JSON renderings, the per-process model cache, and the openai-whisper backend's plumbing.
+"""Transcription: accuracy and timing of the default backend on the committed clips, sequential and
+batched, the subtitle and JSON renderings, the per-process model cache, and the openai-whisper
+backend's plumbing. Language detection with a multilingual model is in test_language.py.
 
 The audio is what the pipeline hands to transcription: 16 kHz mono WAV, decoded here with PyAV.
 """
@@ -34,13 +35,19 @@ from tasks.transcribe import (
     TranscriberUnavailableError,
     Transcript,
     Word,
+    _sentences,
+    auto_process_concurrency,
     load_transcriber,
     resolve_device,
+    session_threads,
 )
 
 MANIFEST = load_manifest()
 SPEECH_CLIPS = ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4", "audio-only.mp4"]
 MAX_WER = 0.2
+# The batched pipeline's size in these tests; the clips are short, so a batch holds one or two pieces.
+BATCH = 8
+MODES = {"sequential": 0, "batched": BATCH}
 # speech-2's pause is 7.20-9.61 s; VAD keeps 0.4 s of padding at each side of speech.
 PAUSE = (7.4, 9.4)
 VTT_TIMING = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
@@ -98,10 +105,23 @@ class ProgressLog(list[tuple[float, float]]):
         self.append((done, total))
 
 
+@pytest.fixture(scope="module", params=list(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every test that uses the transcripts runs for the sequential and the batched path."""
+    return request.param
+
+
+def default_transcriber(mode: str, vad: bool = True) -> FasterWhisperTranscriber:
+    """The default backend and model, as the pipeline configures it, in ``mode``."""
+    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", vad, batch_size=MODES[mode])
+    assert isinstance(transcriber, FasterWhisperTranscriber)
+    return transcriber
+
+
 @pytest.fixture(scope="module")
-def runs(wavs: dict[str, Path]) -> dict[str, tuple[Transcript, ProgressLog]]:
-    """Each clip through the default backend, as the pipeline configures it, with its progress calls."""
-    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
+def runs(wavs: dict[str, Path], mode: str) -> dict[str, tuple[Transcript, ProgressLog]]:
+    """Each clip through the default backend in ``mode``, with its progress calls."""
+    transcriber = default_transcriber(mode)
     results = {}
     for name, path in wavs.items():
         progress = ProgressLog()
@@ -123,7 +143,12 @@ def test_word_error_rate_ignores_case_and_punctuation() -> None:
 def test_bundled_tiny_en_transcribes_the_clips(transcripts: dict[str, Transcript], name: str) -> None:
     transcript = transcripts[name]
     assert word_error_rate(MANIFEST[name]["text"], transcript.text) <= MAX_WER, transcript.text
-    assert (transcript.language, transcript.language_probability) == ("en", 1.0)
+    # tiny.en is English-only: "en" is what it assumes, not what it detected.
+    assert (transcript.language, transcript.language_probability, transcript.language_detected) == (
+        "en",
+        None,
+        False,
+    )
     assert (transcript.backend, transcript.model) == ("faster-whisper", "tiny.en")
     assert transcript.duration == pytest.approx(MANIFEST[name]["duration"], abs=0.1)
     assert transcript.text == "".join(segment.text for segment in transcript.segments).strip()
@@ -170,11 +195,15 @@ def test_vad_skips_the_pause(transcripts: dict[str, Transcript]) -> None:
             assert word.end <= PAUSE[0] or word.start >= PAUSE[1], word
 
 
-def test_silence_gives_an_empty_transcript(tmp_path: Path) -> None:
-    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
-    transcript = transcriber.transcribe(write_wav(tmp_path / "quiet.wav", np.zeros(3 * SAMPLE_RATE)))
-    assert (transcript.text, transcript.segments, transcript.duration) == ("", (), 3.0)
+@pytest.mark.parametrize("seconds", [3.0, 0.0])
+def test_silence_and_empty_audio_give_an_empty_transcript(tmp_path: Path, mode: str, seconds: float) -> None:
+    transcriber = default_transcriber(mode)
+    calls = ProgressLog()
+    quiet = write_wav(tmp_path / "quiet.wav", np.zeros(int(seconds * SAMPLE_RATE)))
+    transcript = transcriber.transcribe(quiet, progress=calls)
+    assert (transcript.text, transcript.segments, transcript.duration) == ("", (), seconds)
     assert transcript.to_vtt() == "WEBVTT\n" and transcript.to_srt() == ""
+    assert calls == [(seconds, seconds)]
 
 
 def vtt_cues(vtt: str) -> list[tuple[float, float, str]]:
@@ -214,12 +243,14 @@ def test_json_has_the_stored_shape(transcripts: dict[str, Transcript]) -> None:
         "text",
         "language",
         "language_probability",
+        "language_detected",
         "duration",
         "model",
         "backend",
         "segments",
     }
     assert (data["text"], data["language"], data["backend"]) == (transcript.text, "en", "faster-whisper")
+    assert (data["language_probability"], data["language_detected"]) == (None, False)
     assert len(data["segments"]) == len(transcript.segments)
     for segment in data["segments"]:
         assert set(segment) == {"start", "end", "text", "words"}
@@ -232,7 +263,8 @@ def test_subtitles_escape_skip_empty_and_pass_an_hour() -> None:
     transcript = Transcript(
         text="a <b> & c --> d",
         language="en",
-        language_probability=1.0,
+        language_probability=None,
+        language_detected=False,
         duration=4000.0,
         model="m",
         backend="b",
@@ -259,13 +291,128 @@ def test_a_model_is_loaded_once_per_process() -> None:
 
 
 def test_faster_whisper_calls_may_run_concurrently(
-    transcripts: dict[str, Transcript], wavs: dict[str, Path]
+    transcripts: dict[str, Transcript], wavs: dict[str, Path], mode: str
 ) -> None:
-    transcriber = load_transcriber("faster-whisper", None, "auto", "auto", True)
+    transcriber = default_transcriber(mode)
     names = ["speech-1.mp4", "speech-3.mp4"]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(transcriber.transcribe, [wavs[name] for name in names]))
     assert results == [transcripts[name] for name in names]
+
+
+def test_two_workers_decode_two_sessions_at_once(
+    transcripts: dict[str, Transcript], wavs: dict[str, Path], mode: str
+) -> None:
+    """Two CTranslate2 workers with a thread each (how UT_PROCESS_CONCURRENCY=2 can decode in
+    parallel): the same text and timeline as one worker; thread counts may move a probability."""
+    transcriber = FasterWhisperTranscriber(batch_size=MODES[mode], cpu_threads=1, workers=2)
+    names = ["speech-1.mp4", "speech-2.mp4"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(transcriber.transcribe, [wavs[name] for name in names]))
+    for name, result in zip(names, results, strict=True):
+        expected = transcripts[name]
+        assert result.text == expected.text
+        assert [t for s in result.segments for w in s.words for t in (w.start, w.end)] == pytest.approx(
+            [t for s in expected.segments for w in s.words for t in (w.start, w.end)], abs=0.05
+        )
+
+
+JOINED_CLIPS = ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4"]
+
+
+@pytest.fixture(scope="session")
+def joined(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three speech clips back to back: about 37 s, 36 s of it speech, so more than one 30 s piece."""
+    clips = [decode_16k(MEDIA_DIR / name) for name in JOINED_CLIPS]
+    return write_wav(tmp_path_factory.mktemp("joined") / "joined.wav", np.concatenate(clips))
+
+
+def test_a_recording_longer_than_a_piece(joined: Path, mode: str) -> None:
+    """More than 30 s of speech (two VAD pieces, decoded in one batch on the batched path): every word
+    on the recording's timeline and outside speech-2's pause, as accurate as the clips one by one. The
+    batched path's segments are sentences again: none holds a sentence end before its last word."""
+    calls = ProgressLog()
+    transcript = default_transcriber(mode).transcribe(joined, progress=calls)
+    reference = " ".join(MANIFEST[name]["text"] for name in JOINED_CLIPS)
+    assert word_error_rate(reference, transcript.text) <= MAX_WER, transcript.text
+    assert transcript.duration == pytest.approx(sum(MANIFEST[n]["duration"] for n in JOINED_CLIPS), abs=0.1)
+    pause_offset = MANIFEST["speech-1.mp4"]["duration"]
+    pause = (pause_offset + PAUSE[0], pause_offset + PAUSE[1])
+    previous_end = 0.0
+    for segment in transcript.segments:
+        assert previous_end <= segment.start <= segment.end <= transcript.duration
+        assert segment.words and segment.text == "".join(word.word for word in segment.words)
+        for word in segment.words:
+            assert previous_end <= word.start <= word.end
+            assert word.end <= pause[0] or word.start >= pause[1], word
+            previous_end = word.end
+    assert [done for done, _ in calls] == [s.end for s in transcript.segments] + [transcript.duration]
+    if mode == "batched":
+        assert len(transcript.segments) >= 9  # the script's sentences, from two pieces
+        for segment in transcript.segments:
+            assert not re.search(r"[.?!]\s+\S", segment.text.strip()), segment.text
+
+
+def test_batching_needs_vad(wavs: dict[str, Path]) -> None:
+    """Without VAD the batched pipeline would cut the audio every 30 s, through words, and has no
+    no-speech check: a batch size with VAD off runs the sequential path."""
+    batched = default_transcriber("batched", vad=False)
+    sequential = default_transcriber("sequential", vad=False)
+    assert (batched.batch_size, batched.vad) == (0, False)
+    assert batched.transcribe(wavs["speech-1.mp4"]) == sequential.transcribe(wavs["speech-1.mp4"])
+
+
+def test_sentences_split_at_sentence_ends_and_pauses() -> None:
+    words = (
+        Word(0.0, 0.5, " Okay.", 0.9),
+        Word(0.6, 1.0, " I", 0.9),
+        Word(1.0, 1.4, " click", 0.9),
+        Word(3.0, 3.4, " here", 0.9),  # after a 1.6 s pause
+        Word(3.5, 3.9, " now?", 0.9),
+        Word(4.0, 4.2, " Yes", 0.9),
+    )
+    piece = Segment(0.0, 4.2, " Okay. I click here now? Yes", words)
+    parts = _sentences(piece)
+    assert [(p.start, p.end, p.text) for p in parts] == [
+        (0.0, 0.5, " Okay."),
+        (0.6, 1.4, " I click"),
+        (3.0, 3.9, " here now?"),
+        (4.0, 4.2, " Yes"),
+    ]
+    assert sum((p.words for p in parts), ()) == words
+    wordless = Segment(0.0, 2.0, " Hm.", ())
+    assert _sentences(wordless) == (wordless,)
+
+
+def test_a_language_the_model_cannot_transcribe_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="English-only and cannot transcribe language 'es'"):
+        FasterWhisperTranscriber(language="es")
+    assert FasterWhisperTranscriber(language=" EN ").language == "en"
+    assert FasterWhisperTranscriber(language="").language is None
+
+
+def test_the_settings_reach_the_transcriber(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.settings import load_settings
+    from tasks.steps import _transcriber
+
+    default = _transcriber(load_settings(), 1)
+    assert isinstance(default, FasterWhisperTranscriber)
+    assert (default.batch_size, default.language, default.vad) == (
+        load_settings().whisper_batch_size,
+        None,
+        True,
+    )
+    monkeypatch.setenv("UT_WHISPER_BATCH_SIZE", "4")
+    monkeypatch.setenv("UT_WHISPER_LANGUAGE", "en")
+    configured = _transcriber(load_settings(), 1)
+    assert isinstance(configured, FasterWhisperTranscriber)
+    assert (configured.batch_size, configured.language) == (4, "en")
+    monkeypatch.setenv("UT_WHISPER_BATCH_SIZE", "1")
+    assert _transcriber(load_settings(), 1).batch_size == 0  # type: ignore[attr-defined]
+    # Two sessions at once: two model workers, the cores split between them.
+    parallel = _transcriber(load_settings(), 2)
+    (key,) = [k for k, loaded in transcribe_module._transcribers.items() if loaded is parallel]
+    assert key[-1] == 2 and key[6] == session_threads(2) and parallel is not _transcriber(load_settings(), 1)
 
 
 def test_unknown_backend_and_uncached_models_are_clear_errors(tmp_path: Path) -> None:
@@ -285,6 +432,17 @@ def test_auto_device_and_compute_type(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 1)
     assert resolve_device("auto", "auto") == ("cuda", "float16")
     assert resolve_device("cpu", "float32") == ("cpu", "float32")
+
+
+def test_auto_process_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = {cores: auto_process_concurrency(cores, cuda=False) for cores in (1, 2, 3, 4, 16, 64)}
+    assert cpu == {1: 1, 2: 1, 3: 1, 4: 2, 16: 8, 64: 32}
+    gpu = {cores: auto_process_concurrency(cores, cuda=True) for cores in (1, 2, 4, 16, 64)}
+    assert gpu == {1: 2, 2: 2, 4: 2, 16: 8, 64: 32}
+    assert [session_threads(n, 16) for n in (1, 2, 8, 32)] == [16, 8, 2, 1]
+    monkeypatch.setattr(transcribe_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(transcribe_module.ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert (auto_process_concurrency(), session_threads(4)) == (4, 2)
 
 
 def test_openai_whisper_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,7 +490,8 @@ def test_openai_whisper_backend_wiring(random_checkpoint: Path, wavs: dict[str, 
     transcript = transcriber.transcribe(wavs["audio-only.mp4"], progress=calls)
     assert (transcript.backend, transcript.model) == ("openai-whisper", str(random_checkpoint))
     assert transcript.duration == pytest.approx(MANIFEST["audio-only.mp4"]["duration"], abs=0.1)
-    assert transcript.language and 0 < transcript.language_probability <= 1
+    assert transcript.language and transcript.language_detected
+    assert transcript.language_probability is not None and 0 < transcript.language_probability <= 1
     assert calls[-1] == (transcript.duration, transcript.duration)
     assert any(segment.words for segment in transcript.segments)  # word alignment ran
     for segment in transcript.segments:
@@ -343,7 +502,7 @@ def test_openai_whisper_backend_wiring(random_checkpoint: Path, wavs: dict[str, 
 
 
 def test_openai_whisper_maps_vad_pieces_back_onto_the_recording(
-    random_checkpoint: Path, wavs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    random_checkpoint: Path, wavs: dict[str, Path], joined: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With Whisper's decoding replaced by one that tiles each piece it is given with words, the times
     that come back land in Silero's speech spans: the pieces hold at most 30 s of speech, the pause is
@@ -365,15 +524,17 @@ def test_openai_whisper_maps_vad_pieces_back_onto_the_recording(
 
     monkeypatch.setattr(whisper, "transcribe", tile)
     transcriber = OpenAIWhisperTranscriber(str(random_checkpoint), language="en")
-    clips = [decode_16k(MEDIA_DIR / name) for name in ["speech-1.mp4", "speech-2.mp4", "speech-3.mp4"]]
-    joined = write_wav(tmp_path / "joined.wav", np.concatenate(clips))  # about 36 s of speech
-
     for path, piece_count in ((wavs["speech-2.mp4"], 1), (joined, 2)):
         pieces.clear()
         vad = get_speech_timestamps(decode_16k(path), VadOptions())
         spans = [(span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE) for span in vad]
         calls = ProgressLog()
         transcript = transcriber.transcribe(path, progress=calls)
+        assert (transcript.language, transcript.language_probability, transcript.language_detected) == (
+            "en",
+            None,
+            False,
+        )
         assert len(pieces) == piece_count and max(pieces) <= WINDOW_SECONDS
         assert sum(pieces) == pytest.approx(sum(end - start for start, end in spans), abs=0.01)
         words = [word for segment in transcript.segments for word in segment.words]
@@ -403,3 +564,30 @@ def test_openai_whisper_never_downloads(random_checkpoint: Path, tmp_path: Path)
         OpenAIWhisperTranscriber("no-such-model", download_root=tmp_path)
     with pytest.raises(ValueError, match="compute_type"):
         OpenAIWhisperTranscriber(str(random_checkpoint), compute_type="int8")
+
+
+def test_openai_whisper_languages(
+    random_checkpoint: Path, wavs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configured language is what Whisper decodes in and what the transcript says, not detected
+    (no detection runs); an unknown code is refused at load."""
+    import whisper
+
+    languages: list[str] = []
+
+    def decode(model: Any, audio: np.ndarray, **options: Any) -> dict[str, Any]:
+        languages.append(options["language"])
+        return {"text": " hola", "segments": [{"start": 0.0, "end": 1.0, "text": " hola", "words": []}]}
+
+    monkeypatch.setattr(whisper, "transcribe", decode)
+    transcriber = OpenAIWhisperTranscriber(str(random_checkpoint), language="ES")
+    monkeypatch.setattr(transcriber, "_detect_language", None)  # calling it would fail the test
+    transcript = transcriber.transcribe(wavs["audio-only.mp4"])
+    assert languages == ["es"] and transcript.text == "hola"
+    assert (transcript.language, transcript.language_probability, transcript.language_detected) == (
+        "es",
+        None,
+        False,
+    )
+    with pytest.raises(ValueError, match="not a Whisper language code"):
+        OpenAIWhisperTranscriber(str(random_checkpoint), language="xx")

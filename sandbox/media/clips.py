@@ -38,9 +38,9 @@ class Slide:
     boxes: tuple[Box, ...] = ()
     moving_pattern: bool = False
 
-    def filter(self, width: int, height: int, seconds: float) -> str:
+    def filter(self, width: int, height: int, seconds: float, fps: int = FPS) -> str:
         """An ffmpeg filter chain that produces this slide for ``seconds`` at ``width``x``height``."""
-        size = f"s={width}x{height}:r={FPS}:d={seconds:.2f}"
+        size = f"s={width}x{height}:r={fps}:d={seconds:.2f}"
         if self.moving_pattern:
             return f"testsrc2={size},format=yuv420p"
         chain = [f"color=c={self.background}:{size}", "format=yuv420p"]

@@ -21,12 +21,12 @@ VOICE = "en-us"
 WORDS_PER_MINUTE = 150
 
 
-def _espeak(text: str, out: Path) -> bytes:
-    """Speak ``text`` into ``out`` and return its 16-bit mono PCM samples."""
+def _espeak(text: str, out: Path, voice: str = VOICE) -> bytes:
+    """Speak ``text`` with espeak-ng's ``voice`` into ``out`` and return its 16-bit mono PCM samples."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is needed to regenerate the media: apt-get install espeak-ng")
-    subprocess.run([exe, "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "-w", str(out), text], check=True)
+    subprocess.run([exe, "-v", voice, "-s", str(WORDS_PER_MINUTE), "-w", str(out), text], check=True)
     with wave.open(str(out), "rb") as wav:
         if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
             raise RuntimeError(f"unexpected espeak-ng output format in {out}")
@@ -37,7 +37,7 @@ def _silence(seconds: float) -> bytes:
     return bytes(2 * round(seconds * SAMPLE_RATE))
 
 
-def speak(parts: tuple[Part, ...], out: Path, min_seconds: float = 0.0) -> float:
+def speak(parts: tuple[Part, ...], out: Path, min_seconds: float = 0.0, voice: str = VOICE) -> float:
     """Write the spoken ``parts`` to the WAV file ``out``; return its duration in seconds.
 
     The track starts with a short silence, ends with one, and is padded to a whole number of video
@@ -46,7 +46,7 @@ def speak(parts: tuple[Part, ...], out: Path, min_seconds: float = 0.0) -> float
     pcm = bytearray(_silence(LEAD_SECONDS))
     for index, part in enumerate(parts):
         if isinstance(part, str):
-            pcm += _espeak(part, out.with_name(f"{out.stem}.part{index}.wav"))
+            pcm += _espeak(part, out.with_name(f"{out.stem}.part{index}.wav"), voice)
         else:
             pcm += _silence(part)
     pcm += _silence(TAIL_SECONDS)
