@@ -174,12 +174,13 @@ def _batch_state(state: StateType | None) -> BatchState:
 class PoolProcessing:
     """Sessions handed to the processing deployment's work pool in batches (``tasks/handoff.py``)."""
 
-    def __init__(self, settings: Settings, run_id: str, stages: list[Stage], force: bool) -> None:
-        assert settings.process_deployment is not None
+    def __init__(
+        self, deployment: str, settings: Settings, run_id: str, stages: list[Stage], force: bool
+    ) -> None:
         rt = runtime()
-        self.deployment, self.batch_size = settings.process_deployment, settings.process_batch_size
+        self.deployment, self.batch_size = deployment, settings.process_batch_size
         self.dispatcher = Dispatcher(
-            PrefectBatchRuns(settings.process_deployment, run_id, stages, force),
+            PrefectBatchRuns(deployment, run_id, stages, force),
             OutcomeLedger(rt.s3, rt.bucket, rt.layout),
             RecordStore(rt.s3, rt.bucket, rt.layout),
             run_id,
@@ -217,7 +218,7 @@ class PoolProcessing:
 def processing_for(settings: Settings, run_id: str, stages: list[Stage], force: bool) -> Processing:
     """The pool when ``UT_PROCESS_DEPLOYMENT`` names one, else this process."""
     if settings.process_deployment:
-        return PoolProcessing(settings, run_id, stages, force)
+        return PoolProcessing(settings.process_deployment, settings, run_id, stages, force)
     return LocalProcessing(runtime().process_concurrency, run_id, stages, force)
 
 

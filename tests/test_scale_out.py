@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from sandbox.local import LocalWorld
@@ -148,3 +148,31 @@ def test_a_worker_killed_mid_session_loses_nothing_and_another_finishes_its_work
     assert worker_of(taken) == survivor
     for session_id in SPEECH:
         assert found[session_id]["status"] == "done" and found[session_id]["lease"] is None
+
+
+@pytest.mark.slow
+def test_with_no_worker_on_the_pool_a_run_ends_with_its_sessions_unprocessed_and_its_batches_cancelled(
+    fleet: WorkerFleet, world: LocalWorld
+) -> None:
+    env = {**on_the_pool(fleet), "UT_PROCESS_WAIT_SECONDS": "5"}  # and not a worker started
+    result = cli("backfill", "--test-id", str(CHECKOUT_TEST_ID), env=env)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert_clean_console(result)
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["ingest"]["done"] == len(WITH_VIDEO), summary
+    assert summary["counts"]["process"] == {"failed": len(WITH_VIDEO)}, summary
+    assert all("made no progress for 5 s" in f["reason"] for f in summary["failures"]), summary["failures"]
+
+    found = records(world, fleet.env["UT_WORK_PREFIX"])
+    assert all(found[s]["status"] == "ingested" and found[s]["lease"] is None for s in WITH_VIDEO)
+    with (
+        temporary_settings(updates={PREFECT_API_URL: fleet.env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        batches = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(summary["run_id"])])
+            )
+        )
+    assert len(batches) == len(WITH_VIDEO)  # the run's subflow runs: one a session, batches of 1
+    assert {r.state.type.value for r in batches if r.state} == {"CANCELLED"}
