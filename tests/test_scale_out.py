@@ -96,6 +96,7 @@ def test_a_backfill_spreads_over_two_workers_and_processes_each_session_once(
     summary = json.loads(result.stdout)
     assert summary["counts"]["process"] == {"done": 3, "failed": 1}, summary
     assert [f["session_id"] for f in summary["failures"]] == [str(CHECKOUT_CORRUPT_SESSION_ID)]
+    assert summary["run_errors"] == [] and summary["dataset"], summary  # published after the pool's work
 
     found = records(world, fleet.env["UT_WORK_PREFIX"])
     for session_id in WITH_VIDEO:
