@@ -218,11 +218,12 @@ class SessionWork:
             len(held),
             self.settings.held_wait_seconds,
         )
-        while held and time.monotonic() < deadline:
-            time.sleep(poll)
-            self._ingest(downloads, [o.session_id for o in held if o.stage == "ingest"])
-            self._process([o.session_id for o in held if o.stage == "process"])
-            held = self.report.held()
+        with self.report.timed("waiting for other runs"):
+            while held and time.monotonic() < deadline:
+                time.sleep(poll)
+                self._ingest(downloads, [o.session_id for o in held if o.stage == "ingest"])
+                self._process([o.session_id for o in held if o.stage == "process"])
+                held = self.report.held()
         for outcome in held:
             logger.error("session %s: %s not done: %s", outcome.session_id, outcome.stage, outcome.reason)
 
