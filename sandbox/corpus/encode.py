@@ -18,6 +18,7 @@ import numpy as np
 from sandbox.corpus.cases import Case
 from sandbox.corpus.screens import Screen
 from sandbox.media.probe import ffmpeg
+from sandbox.media.render import REPRODUCIBLE
 from sandbox.media.speech import SAMPLE_RATE, speak, write_wav
 
 AUDIO_BITRATE = "32k"  # mono speech: small files, still far above what Whisper needs
@@ -28,16 +29,6 @@ DAMAGE_BYTES = 4096
 TRUNCATE_SHARE = 0.55
 WEBCAM_SIZE = (320, 240)
 
-_REPRODUCIBLE = (
-    "-fflags",
-    "+bitexact",
-    "-flags:v",
-    "+bitexact",
-    "-flags:a",
-    "+bitexact",
-    "-map_metadata",
-    "-1",
-)
 _CONTAINER = {
     "mp4": ("-f", "mp4", "-movflags", "+faststart"),
     "mov": ("-f", "mov", "-movflags", "+faststart"),
@@ -90,7 +81,7 @@ def build(case: Case, out: Path, workdir: Path) -> float:
         maps += _audio_codec(case)
     timing = ["-output_ts_offset", f"{case.timestamp_offset:g}"] if case.timestamp_offset else []
     target = stem.with_name(f"{stem.name}.whole{out.suffix}") if case.damage else out
-    ffmpeg("-y", *inputs, *maps, *timing, *_REPRODUCIBLE, *_CONTAINER[case.container], target)
+    ffmpeg("-y", *inputs, *maps, *timing, *REPRODUCIBLE, *_CONTAINER[case.container], target)
     if case.damage == "truncate":
         data = target.read_bytes()
         out.write_bytes(data[: round(len(data) * TRUNCATE_SHARE)])
@@ -130,7 +121,7 @@ def _video(case: Case, seconds: float, stem: Path) -> tuple[list[str | Path], li
             "-map",
             "[turned]",
             *_video_codec(case, screen),
-            *_REPRODUCIBLE,
+            *REPRODUCIBLE,
             turned,
         )
         return ["-display_rotation", str(case.rotation), "-i", turned], ["-map", "0:v", "-c:v", "copy"]
@@ -155,7 +146,7 @@ def _joined(case: Case, first: Screen, second: Screen, stem: Path) -> Path:
             "-map",
             "[screen]",
             *_video_codec(case, screen),
-            *_REPRODUCIBLE,
+            *REPRODUCIBLE,
             *container,
             piece,
         )
@@ -164,11 +155,11 @@ def _joined(case: Case, first: Screen, second: Screen, stem: Path) -> Path:
     if case.video_codec == "vp9":
         playlist = stem.with_name(f"{stem.name}.concat.txt")
         playlist.write_text("".join(f"file '{piece.resolve()}'\n" for piece in pieces))
-        ffmpeg("-y", "-f", "concat", "-safe", "0", "-i", playlist, "-c", "copy", *_REPRODUCIBLE, joined)
+        ffmpeg("-y", "-f", "concat", "-safe", "0", "-i", playlist, "-c", "copy", *REPRODUCIBLE, joined)
     else:
         raw = stem.with_name(f"{stem.name}.joined.h264")
         raw.write_bytes(b"".join(piece.read_bytes() for piece in pieces))
-        ffmpeg("-y", "-framerate", str(first.fps), "-i", raw, "-c", "copy", *_REPRODUCIBLE, joined)
+        ffmpeg("-y", "-framerate", str(first.fps), "-i", raw, "-c", "copy", *REPRODUCIBLE, joined)
     return joined
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from sandbox.media.clips import FPS, KEYFRAME_INTERVAL, Slide
 from sandbox.media.probe import ffmpeg
 
-_REPRODUCIBLE = (
+# Identical inputs give identical bytes: no encoder version, time or source metadata in the file.
+REPRODUCIBLE = (
     "-fflags",
     "+bitexact",
     "-flags:v",
@@ -23,7 +24,7 @@ _REPRODUCIBLE = (
     "-1",
 )
 _AAC = ("-c:a", "aac", "-b:a", "64k", "-ac", "1", "-ar", "48000")
-_MP4 = ("-movflags", "+faststart", *_REPRODUCIBLE)
+_MP4 = ("-movflags", "+faststart", *REPRODUCIBLE)
 
 
 def _x264(preset: str, crf: int, single_thread: bool) -> list[str]:
