@@ -115,8 +115,7 @@ class Ingestor:
         self, claim: Claim, session: SessionSummary, outcome: Callable[..., Outcome]
     ) -> Outcome:
         sid = session.session_id
-        if aborted := self.records.abort_stale_uploads(sid):
-            log.info("session %s: aborted %d multipart upload(s) left by an interrupted run", sid, aborted)
+        self._abort_leftover_uploads(sid, "left by an interrupted run")
         link_requests = 0
 
         def get_link() -> Link:
@@ -143,6 +142,9 @@ class Ingestor:
             return self._no_video(claim, session, exc.args[0] if exc.args else "", link_requests, outcome)
         except (TransferError, ApiError) as exc:
             return self._fail(claim, describe(exc), outcome, link_requests=link_requests)
+        # CreateMultipartUpload is not idempotent: when S3 acted on a request whose answer was lost, the
+        # SDK's retry opened a second upload and the first one stays open (and billed) unless aborted here.
+        self._abort_leftover_uploads(sid, "opened by a retried S3 request")
 
         video = VideoInfo(
             key=result.key,
@@ -177,6 +179,20 @@ class Ingestor:
         if claim.record.no_video is not None:
             self.late_videos.remove(sid)
         return outcome("done", "ingested", result.bytes, link_requests, result.resumes, has_video=True)
+
+    def _abort_leftover_uploads(self, sid: UUID, origin: str) -> None:
+        """Abort open multipart uploads of this session's video; only the claim holder writes that key.
+
+        Best effort: if S3 cannot even list them, the transfer that follows reports the outage, and a
+        bucket lifecycle rule (see the README) is the backstop for what stays open.
+        """
+        try:
+            aborted = self.records.abort_stale_uploads(sid)
+        except Exception as exc:
+            log.debug("session %s: open multipart uploads not checked: %s", sid, describe(exc))
+            return
+        if aborted:
+            log.info("session %s: aborted %d multipart upload(s) %s", sid, aborted, origin)
 
     def _no_video(
         self,

@@ -23,7 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
+from botocore.exceptions import ConnectionClosedError
 
 from flows.pipeline import backfill, reprocess
 from sandbox.local import LocalWorld
@@ -36,6 +38,7 @@ from sandbox.world import (
     PRICING_TEST_ID,
     SPEECH_CLIPS,
 )
+from tasks.steps import runtime
 from tests.conftest import env_for
 from tests.tcpproxy import TcpProxy
 
@@ -424,6 +427,34 @@ def test_an_s3_outage_longer_than_the_retries_fails_cleanly_and_the_rerun_finish
         rerun = cli(*ingest_args(CHECKOUT_TEST_ID), env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_nothing_lost(world, prefix, media)
+
+
+def test_an_upload_s3_opened_but_whose_answer_was_lost_is_not_left_open(
+    world: LocalWorld, in_process: str
+) -> None:
+    """CreateMultipartUpload is not idempotent: S3 acts on the request, the answer is lost, the SDK
+    retries and opens a second upload. The first must not stay open (and billed) for good."""
+    s3 = runtime().s3
+    lost: list[str] = []
+
+    def lose_the_first_answer(request: Any, **_: Any) -> None:
+        if lost:
+            return
+        lost.append(request.url)
+        answer = httpx.request(
+            request.method, request.url, headers=dict(request.headers), content=request.body
+        )
+        assert answer.status_code == 200  # S3 opened the upload ...
+        raise ConnectionClosedError(endpoint_url=request.url)  # ... and the connection died before the answer
+
+    s3.meta.events.register("before-send.s3.CreateMultipartUpload", lose_the_first_answer)
+    try:
+        summary = backfill(test_ids=[CHECKOUT_TEST_ID], stages=["ingest"])
+    finally:
+        s3.meta.events.unregister("before-send.s3.CreateMultipartUpload", lose_the_first_answer)
+    assert len(lost) == 1
+    assert summary["failures"] == [] and summary["counts"]["ingest"]["done"] == 4
+    assert open_uploads(world, in_process) == []
 
 
 # -- credentials, late videos, concurrency, disk -------------------------------------------------
