@@ -83,7 +83,14 @@ class TcpProxy:
                 _reset(client)
                 continue
             with self._lock:
-                self._open |= {client, server}
+                cut_meanwhile = self.is_down  # a cut while connecting: it must not leak a working link
+                if not cut_meanwhile:
+                    self._open |= {client, server}
+            if cut_meanwhile:
+                self.refused += 1
+                _reset(client)
+                _reset(server)
+                continue
             for source, target in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
