@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -19,6 +20,7 @@ import boto3
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.ui import stop_tree
@@ -60,6 +62,18 @@ def open_custom_run(page: Page, ui_url: str) -> None:
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     page.wait_for_url("**/deployments/deployment/*/run**")
+
+
+def _submitted_run(api_url: str, name: str, timeout: float = 60.0) -> UUID:
+    """The id of the flow run the form created under ``name``, once the server has it."""
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+            if runs:
+                return runs[0].id
+            assert time.monotonic() < deadline, f"no flow run named {name!r} {timeout:.0f} s after Submit"
+            time.sleep(0.5)
 
 
 def bucket_records(ui_output: str) -> dict[str, dict[str, object]]:
@@ -109,9 +123,10 @@ def test_the_backfill_form_opens_with_its_fields_and_runs_the_sandbox_test(tmp_p
             page.locator("textarea").first.fill(str(CHECKOUT_TEST_ID))
             run_name = page.get_by_role("textbox").first.input_value()
             page.get_by_role("button", name="Submit").click()
-            page.get_by_role("link", name=run_name, exact=True).first.click()
-            page.wait_for_url("**/runs/flow-run/*")
-            flow_run_id = UUID(page.url.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
+            # The UI confirms with a toast that links to the run; a toast can be gone before a slow
+            # machine looks for it, so the run is found by its name through the API instead.
+            flow_run_id = _submitted_run(api_url, run_name)
+            page.goto(f"{ui_url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
             expect(page.locator(".page-heading .state-badge")).to_have_text("Completed", timeout=300_000)
             page.screenshot(path=tmp_path / "backfill-run.png")
             browser.close()
