@@ -27,7 +27,7 @@ def run(window: float, sessions: int, limit: int = 10) -> dict[str, Any]:
     from flows.pipeline import backfill
     from sandbox.local import max_in_window, start_local_world
     from sandbox.world import ONBOARDING_SPAN, ONBOARDING_TEST_ID
-    from tasks.records import Stage
+    from tasks.storage.records import Stage
 
     # The onboarding test spreads 1,230 sessions over two years: pick a `since` that covers `sessions`.
     spacing = ONBOARDING_SPAN / 1230

@@ -34,11 +34,11 @@ import pyarrow.parquet as pq
 
 from sandbox.local import LOCAL_AWS
 from sandbox.process import ServerProcess, spawn
-from tasks.dataset import Dataset, PublishReport, all_records
-from tasks.dataset_rows import SessionInputs, session_row
-from tasks.dataset_tables import SESSIONS, TABLES
-from tasks.layout import BucketLayout
-from tasks.records import (
+from tasks.dataset.publish import Dataset, PublishReport, all_records
+from tasks.dataset.rows import SessionInputs, session_row
+from tasks.dataset.tables import SESSIONS, TABLES
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import (
     FramesInfo,
     RecordStore,
     SessionRecord,
@@ -47,7 +47,7 @@ from tasks.records import (
     TranscriptInfo,
     VideoInfo,
 )
-from tasks.storage import s3_client
+from tasks.storage.s3 import s3_client
 
 BUCKET = "ut-bench-dataset"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://bench.ut-video-pipeline.invalid/dataset")

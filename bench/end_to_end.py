@@ -68,17 +68,17 @@ def _timed_calls(calls: list[tuple[str, float, float]]) -> Iterator[None]:
 
 def _plain_loop(test_id: uuid.UUID, since: datetime, wanted: set[uuid.UUID]) -> dict[str, Any]:
     """The flow's work without Prefect; the clients built as ``tasks.steps.runtime`` builds them."""
-    from tasks import dataset
-    from tasks.http import new_client
+    from tasks.api.client import open_client
+    from tasks.api.http import new_client
+    from tasks.dataset import publish as dataset
     from tasks.ingest import Ingestor
-    from tasks.layout import BucketLayout
+    from tasks.media.transcribe import load_transcriber
     from tasks.process import FrameOptions, Processor
-    from tasks.records import Stage
-    from tasks.results_api import open_client
     from tasks.settings import load_settings
-    from tasks.storage import s3_client
-    from tasks.transcribe import load_transcriber
-    from tasks.transfer import MIB
+    from tasks.storage.layout import BucketLayout
+    from tasks.storage.records import Stage
+    from tasks.storage.s3 import s3_client
+    from tasks.storage.transfer import MIB
 
     started = time.perf_counter()
     settings = load_settings()

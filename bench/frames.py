@@ -16,10 +16,10 @@ writes JPEGs at the pipeline's quality (``-q:v 3``), with imageio-ffmpeg's binar
   bidir`` (skip B-frames: decode only I and P frames), ``-threads 2`` (decoder threads), ``+ audio.wav``
   (the 16 kHz wav in the same pass) and ``two passes`` (frames, then the wav in a second command; the
   time is the sum).
-- ``pipeline``: ``tasks.media.extract`` with frames only, frames + audio (one pass, what a session
+- ``pipeline``: ``tasks.media.video.extract`` with frames only, frames + audio (one pass, what a session
   gets), or two calls (frames, then audio). It also writes scene-change frames, and checks and names
   its outputs. The ``pipeline -skip_...`` rows are the one-pass call with an input option added to its
-  ffmpeg command (by wrapping ``subprocess`` inside ``tasks.media`` for the call: the module is unchanged).
+  ffmpeg command (by wrapping ``subprocess`` inside ``tasks.media.video`` for the call: the module is unchanged).
 
 Accuracy, from the last round's files:
 
@@ -56,7 +56,7 @@ from unittest import mock
 import av
 import numpy as np
 
-JPEG_QUALITY = ["-q:v", "3"]  # the pipeline's (tasks.media.JPEG_QUALITY)
+JPEG_QUALITY = ["-q:v", "3"]  # the pipeline's (tasks.media.video.JPEG_QUALITY)
 QUIET = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
 ANOTHER_PICTURE = 2.0  # mean luma difference above which a tick shows another picture (motion, a cut)
 ANOTHER_SLIDE = 20.0  # ... and above which it shows another slide (motion stays under 10, cuts are 40+)
@@ -80,7 +80,7 @@ class Variant:
 
 
 class _WithInputOptions:
-    """Stands in for the ``subprocess`` module inside ``tasks.media``: adds options before ``-i``."""
+    """Stands in for the ``subprocess`` module inside ``tasks.media.video``: adds options before ``-i``."""
 
     def __init__(self, options: Sequence[str]) -> None:
         self.options = list(options)
@@ -106,7 +106,7 @@ def _ffmpeg(*args: str) -> None:
 
 
 def _variants(video: Path) -> list[Variant]:
-    from tasks import media
+    from tasks.media import video as media
 
     src = str(video)
 

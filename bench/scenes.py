@@ -14,7 +14,7 @@ Candidates:
 
 - ``select``: ffmpeg's scene score (the ``select`` filter's ``scene``, 0 to 1) above a threshold, on
   every frame: the pipeline's method, at its old default 0.2 and lower; the ``+1s`` rows keep at most
-  one detection a second, as the pipeline does (``tasks.media.SCENE_MIN_GAP``).
+  one detection a second, as the pipeline does (``tasks.media.video.SCENE_MIN_GAP``).
 - ``scdet``: ffmpeg's ``scdet`` filter's score (0 to 100) above a threshold.
 - ``freeze``: still-then-change: the end of each ``freezedetect`` freeze (noise -50 dB, 0.5 s).
 - ``ticks``: the interval frames (one a second) compared as 64x36 grey pictures: a change when the
@@ -42,7 +42,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from sandbox.corpus import CORPUS_DIR, load_corpus
-from tasks.media import SCENE_MIN_GAP
+from tasks.media.video import SCENE_MIN_GAP
 from tasks.settings import Settings
 
 BEFORE, AFTER = 0.1, 0.5  # seconds: how far a detection may lie from its change

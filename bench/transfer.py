@@ -5,7 +5,7 @@
 A video of the given size is served by the sandbox (as a pre-signed link, like UserTesting's) and
 copied three ways, each in its own process so its peak RSS is its own:
 
-- ``pipeline``: ``tasks.transfer.stream_to_s3``, link to multipart upload, nothing on disk;
+- ``pipeline``: ``tasks.storage.transfer.stream_to_s3``, link to multipart upload, nothing on disk;
 - ``download``: a plain streamed download of the same link to a local file;
 - ``upload``: boto3 ``upload_file`` of that file from disk to the same local S3.
 
@@ -32,11 +32,11 @@ def _child(mode: str, env: dict[str, str], file: str) -> None:
     """Runs in a fresh process: one copy, then a JSON line with its timing."""
     os.environ.update(env)
     from sandbox.world import CHECKOUT_SPEECH_SESSION_IDS
-    from tasks.http import new_client
-    from tasks.results_api import open_client
+    from tasks.api.client import open_client
+    from tasks.api.http import new_client
     from tasks.settings import load_settings
-    from tasks.storage import s3_client
-    from tasks.transfer import Link, stream_to_s3
+    from tasks.storage.s3 import s3_client
+    from tasks.storage.transfer import Link, stream_to_s3
 
     settings = load_settings()
     s3, session = s3_client(), CHECKOUT_SPEECH_SESSION_IDS[0]

@@ -14,10 +14,10 @@ from datetime import datetime
 from uuid import UUID
 
 from flows.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from tasks.results_api import ApiError, ApiUnavailable, ListProblem, Unauthorized, open_client
+from tasks.api.client import ApiError, ApiUnavailable, ListProblem, Unauthorized, open_client
 from tasks.runlog import configure_logging
 from tasks.settings import ConfigError, Settings, load_settings
-from tasks.storage import StorageUnavailable, preflight
+from tasks.storage.s3 import StorageUnavailable, preflight
 
 _STARTUP = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STAGES = ["ingest", "transcribe", "frames"]

@@ -36,11 +36,10 @@ from pydantic import Field
 
 from flows.processing import Processing, processing_for, task_outcome
 from flows.report import RunReport, failures_markdown, summary_table, verdict
+from tasks.api.client import ApiCall, ApiError, Unauthorized
+from tasks.api.models import SessionSummary
 from tasks.errors import describe
-from tasks.models import SessionSummary
-from tasks.records import Stage
 from tasks.redact import redact_json
-from tasks.results_api import ApiCall, ApiError, Unauthorized
 from tasks.runlog import configure_logging
 from tasks.steps import (
     advance_watermark,
@@ -55,6 +54,7 @@ from tasks.steps import (
     runtime,
     sessions_in_bucket,
 )
+from tasks.storage.records import Stage
 
 PROCESSING_STAGES = [Stage.TRANSCRIBE, Stage.FRAMES]
 ALL_STAGES = [Stage.INGEST, *PROCESSING_STAGES]

@@ -38,10 +38,10 @@ from flows.report import RunReport
 from tasks.errors import describe
 from tasks.handoff import BatchState, Dispatcher, OutcomeLedger
 from tasks.outcome import Outcome
-from tasks.records import RecordStore, Stage
 from tasks.runlog import configure_logging
 from tasks.settings import Settings
 from tasks.steps import prefect_run_finished, process_session, runtime
+from tasks.storage.records import RecordStore, Stage
 
 log = logging.getLogger("ut_pipeline.processing")
 

@@ -30,8 +30,8 @@ from uuid import UUID
 
 from prefect.artifacts import update_progress_artifact
 
+from tasks.api.client import ListProblem
 from tasks.outcome import Outcome
-from tasks.results_api import ListProblem
 from tasks.runlog import ApiCallLog
 
 # Outcomes that leave nothing for a later run to do.

@@ -11,9 +11,9 @@ import errno
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.http import transport_reason
+from tasks.api.http import transport_reason
 from tasks.redact import redact
-from tasks.storage import describe_s3_error
+from tasks.storage.s3 import describe_s3_error
 
 
 def describe(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ machine. Nothing travels between the two but ids: the videos, the session record
 outcomes are all in the bucket, so the hand-off survives any process dying.
 
 - The batch run claims each session for processing like any run (a lease, renewed while it works;
-  see ``tasks/records.py``), so a session is never processed twice at once, and writes how each
+  see ``tasks/storage/records.py``), so a session is never processed twice at once, and writes how each
   session fared to ``runs/{run}/processing/{batch run}/{session}.json`` once its record is final.
 - The run that handed the batch out settles each session from those files. The batch run's state
   only says when to look again: a session whose batch run ended without reporting it, or whose
@@ -31,10 +31,10 @@ from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
-from tasks.layout import BucketLayout
 from tasks.outcome import Outcome
-from tasks.owners import RunFinished
-from tasks.records import RecordStore
+from tasks.storage.layout import BucketLayout
+from tasks.storage.owners import RunFinished
+from tasks.storage.records import RecordStore
 
 log = logging.getLogger("ut_pipeline.handoff")
 

@@ -20,13 +20,15 @@ from uuid import UUID
 
 import httpx
 
+from tasks.api.client import ApiError, ResultsApiClient
+from tasks.api.models import NotFound, SessionSummary
+from tasks.api.task_details import fetch_task_details, needs_task_details
 from tasks.errors import describe
-from tasks.late_videos import LateVideos
-from tasks.layout import BucketLayout
-from tasks.models import NotFound, SessionSummary
 from tasks.outcome import Outcome
-from tasks.owners import Holder, RunFinished
-from tasks.records import (
+from tasks.storage.late_videos import LateVideos
+from tasks.storage.layout import BucketLayout
+from tasks.storage.owners import Holder, RunFinished
+from tasks.storage.records import (
     Claim,
     Conflict,
     ErrorInfo,
@@ -40,9 +42,7 @@ from tasks.records import (
     VideoInfo,
     utcnow,
 )
-from tasks.results_api import ApiError, ResultsApiClient
-from tasks.task_details import fetch_task_details, needs_task_details
-from tasks.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
+from tasks.storage.transfer import DEFAULT_PART_SIZE, Link, TransferError, stream_to_s3
 
 log = logging.getLogger("ut_pipeline.ingest")
 

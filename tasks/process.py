@@ -8,7 +8,7 @@ scratch folder for ffmpeg and removed afterwards; everything that lasts goes to 
 Bad media (corrupt, empty, damaged beyond ``FrameOptions.max_loss``) ends as ``failed`` with the
 stage and ffmpeg's or PyAV's reason; a full scratch disk as ``failed`` at stage ``scratch``; the run
 goes on with the other sessions. Media without an audio or a video stream is not bad: the session
-gets the output it allows and records the other as missing (see ``tasks.outputs``).
+gets the output it allows and records the other as missing (see ``tasks.media.outputs``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from typing import Any
 from uuid import UUID
 
 from tasks.errors import describe, is_disk_full
-from tasks.layout import BucketLayout
-from tasks.media import (
+from tasks.media.outputs import FRAMES, TRANSCRIPT, media_summary, outputs_update, skip_output
+from tasks.media.scratch import ScratchSpace
+from tasks.media.transcribe import Transcriber
+from tasks.media.video import (
     DEFAULT_MAX_LOSS,
     DEFAULT_SCENE_THRESHOLD,
     Extraction,
@@ -36,9 +38,10 @@ from tasks.media import (
     frames_index,
 )
 from tasks.outcome import Outcome
-from tasks.outputs import FRAMES, TRANSCRIPT, media_summary, outputs_update, skip_output
-from tasks.owners import Holder, RunFinished
-from tasks.records import (
+from tasks.redact import redact
+from tasks.storage.layout import BucketLayout
+from tasks.storage.owners import Holder, RunFinished
+from tasks.storage.records import (
     Claim,
     ErrorInfo,
     FramesInfo,
@@ -51,9 +54,6 @@ from tasks.records import (
     TranscriptInfo,
     utcnow,
 )
-from tasks.redact import redact
-from tasks.scratch import ScratchSpace
-from tasks.transcribe import Transcriber
 
 log = logging.getLogger("ut_pipeline.process")
 

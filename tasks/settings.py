@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     process_concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default="auto",
         description="sessions processed at once per worker process; auto: one per 2 cores, at least 2 "
-        "with a GPU (tasks/transcribe.py: auto_process_concurrency)",
+        "with a GPU (tasks/media/transcribe.py: auto_process_concurrency)",
     )
     part_size_mib: int = Field(default=8, ge=5, description="S3 multipart part size")
     session_lease_seconds: float = Field(
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(
         default=10,
         ge=1,
-        description="attempts per S3 call on connection errors and 5xx (see tasks/storage.py)",
+        description="attempts per S3 call on connection errors and 5xx (see tasks/storage/s3.py)",
     )
     scratch_dir: Path | None = Field(
         default=None, description="local scratch for processing; default: the system temp dir/ut-pipeline"

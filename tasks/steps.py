@@ -20,24 +20,24 @@ from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.exceptions import MissingContextError
 
-from tasks import dataset
+from tasks.api.client import ListProblem, ResultsApiClient, open_client
+from tasks.api.http import new_client
+from tasks.api.models import SessionSummary
+from tasks.dataset import publish as dataset
 from tasks.errors import describe
-from tasks.http import new_client
 from tasks.ingest import Ingestor
-from tasks.late_videos import LateVideo, LateVideos
-from tasks.layout import BucketLayout
-from tasks.models import SessionSummary
+from tasks.media.scratch import ScratchSpace
+from tasks.media.transcribe import Transcriber, auto_process_concurrency, load_transcriber, session_threads
 from tasks.outcome import Outcome
 from tasks.process import FrameOptions, Processor
-from tasks.records import RecordStore, Stage
 from tasks.redact import redact
-from tasks.results_api import ListProblem, ResultsApiClient, open_client
-from tasks.scratch import ScratchSpace
 from tasks.settings import Settings, load_settings
-from tasks.storage import preflight, s3_client
-from tasks.transcribe import Transcriber, auto_process_concurrency, load_transcriber, session_threads
-from tasks.transfer import MIB
-from tasks.watermarks import WatermarkStore
+from tasks.storage.late_videos import LateVideo, LateVideos
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, Stage
+from tasks.storage.s3 import preflight, s3_client
+from tasks.storage.transfer import MIB
+from tasks.storage.watermarks import WatermarkStore
 
 
 @dataclass
@@ -247,7 +247,7 @@ def enumerate_sessions(test_id: UUID, since: datetime | None, until: datetime | 
 
 @task(name="late-videos")
 def late_videos() -> list[LateVideo]:
-    """Sessions whose video was not ready when last asked (see ``tasks/late_videos.py``)."""
+    """Sessions whose video was not ready when last asked (see ``tasks/storage/late_videos.py``)."""
     rt = runtime()
     return LateVideos(rt.s3, rt.bucket, rt.layout).pending()
 

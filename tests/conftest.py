@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.local import LocalWorld, start_local_world
 from sandbox.orchestrator import local_prefect_server
-from tasks.results_api import ResultsApiClient, open_client
+from tasks.api.client import ResultsApiClient, open_client
 from tasks.settings import load_settings
 
 # Tests must never reach the real API or AWS, whatever the developer's shell exports.

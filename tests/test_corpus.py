@@ -4,7 +4,7 @@ Every file (and the 20-minute one, built at test time) is put in the bucket as a
 with its ``session.json`` written by ``RecordStore``; one ``reprocess`` run, on a real Prefect,
 processes them all with real ffmpeg and the bundled Whisper; then each record and output is checked
 against the manifest, which says what the design put in the file and what processing owes it.
-Checks that wait on the transcript contract of ``tasks/transcribe.py`` (``language_detected``)
+Checks that wait on the transcript contract of ``tasks/media/transcribe.py`` (``language_detected``)
 switch themselves on when the transcript carries that field.
 """
 
@@ -27,9 +27,9 @@ from sandbox.corpus import CORPUS_DIR, load_corpus
 from sandbox.corpus.derived import LONG_FILE, long_session
 from sandbox.local import LocalWorld
 from sandbox.world import sandbox_uuid
-from tasks.layout import BucketLayout
-from tasks.media import SCENE_MIN_GAP
-from tasks.records import RecordStore, SessionRecord, Status, VideoInfo
+from tasks.media.video import SCENE_MIN_GAP
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, SessionRecord, Status, VideoInfo
 from tests.conftest import isolated_env
 from tests.test_processing import word_error_rate
 
@@ -143,7 +143,7 @@ def test_transcript(run: Run, name: str) -> None:
         assert transcript["text"].strip()
     if entry["speech_starts"] is not None:  # transcript times are the video's times
         assert words[0]["start"] == pytest.approx(entry["speech_starts"], abs=FIRST_WORD), words[0]
-    if "language_detected" in transcript:  # the transcript contract has landed in tasks/transcribe.py
+    if "language_detected" in transcript:  # the transcript contract has landed in tasks/media/transcribe.py
         contract = entry["contract"]
         assert {k: transcript[k] for k in contract} == contract
         assert rec["transcript"]["language"] == contract["language"]

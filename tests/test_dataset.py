@@ -27,11 +27,10 @@ from sandbox.world import (
     CHECKOUT_TEST_ID,
     build_world,
 )
-from tasks import unpublished
-from tasks.dataset import Dataset
-from tasks.dataset_tables import SESSIONS, TABLES, bucket_of
-from tasks.layout import BucketLayout
-from tasks.records import RecordStore, utcnow
+from tasks.dataset.publish import Dataset, unpublished
+from tasks.dataset.tables import SESSIONS, TABLES, bucket_of
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, utcnow
 from tests.conftest import isolated_env
 
 CHECKOUT_SESSIONS = {*CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_CORRUPT_SESSION_ID}

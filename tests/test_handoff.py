@@ -16,10 +16,10 @@ import pytest
 
 from sandbox.local import LocalWorld
 from tasks.handoff import MAX_HANDOUTS, BatchState, Dispatcher, OutcomeLedger
-from tasks.layout import BucketLayout
 from tasks.outcome import Outcome
-from tasks.owners import boot_id
-from tasks.records import Lease, RecordStore, SessionRecord, Status, utcnow
+from tasks.storage.layout import BucketLayout
+from tasks.storage.owners import boot_id
+from tasks.storage.records import Lease, RecordStore, SessionRecord, Status, utcnow
 
 
 class StandInRuns:

@@ -27,7 +27,7 @@ from sandbox.world import (
     PRICING_TEST_ID,
     SPEECH_CLIPS,
 )
-from tasks.records import Stage
+from tasks.storage.records import Stage
 from tests.conftest import env_for, ingest_cli
 
 LINK_OP = "SessionResultsController_getVideoDownloadUrl"

@@ -22,9 +22,9 @@ from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.media.lang import CLIPS, LANG_DIR
 from sandbox.media.manifest import load_manifest
-from tasks.layout import BucketLayout
-from tasks.records import RecordStore, SessionRecord, Stage, Status, VideoInfo
-from tasks.transcribe import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, load_transcriber
+from tasks.media.transcribe import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, load_transcriber
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, SessionRecord, Stage, Status, VideoInfo
 from tests.conftest import isolated_env
 from tests.test_transcribe import MAX_WER, MODES, word_error_rate, write_wav
 

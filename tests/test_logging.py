@@ -25,7 +25,7 @@ from flows.pipeline import backfill
 from sandbox.local import LocalWorld
 from sandbox.world import CHECKOUT_NO_VIDEO_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
 from tasks import steps
-from tasks.results_api import ResultsApiClient
+from tasks.api.client import ResultsApiClient
 from tests.conftest import env_for, ingest_cli, isolated_env
 
 

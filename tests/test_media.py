@@ -1,4 +1,4 @@
-"""``tasks.media`` against the committed clips, with the real ffmpeg: no mocks.
+"""``tasks.media.video`` against the committed clips, with the real ffmpeg: no mocks.
 
 Expected values (durations, streams, cut times) come from ``sandbox/media/manifest.json``. The clips
 are 25 fps, so "within one frame" is 0.04 s.
@@ -21,7 +21,7 @@ from sandbox.corpus import CORPUS_DIR
 from sandbox.media import MEDIA_DIR
 from sandbox.media.manifest import load_manifest
 from sandbox.media.probe import ffmpeg as run_ffmpeg
-from tasks.media import (
+from tasks.media.video import (
     DEFAULT_SCENE_THRESHOLD,
     Extraction,
     FrameInfo,

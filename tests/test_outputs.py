@@ -1,4 +1,4 @@
-"""``tasks.outputs``: what a record says about its outputs and media, across partial reruns.
+"""``tasks.media.outputs``: what a record says about its outputs and media, across partial reruns.
 
 Unit tests on hand-made extractions; the end-to-end proof is tests/test_corpus.py and
 tests/test_processing.py, through real ffmpeg and ``reprocess``.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import uuid4
 
-from tasks.media import AudioInfo, Extraction, MediaInfo, StreamLoss, VideoInfo
-from tasks.outputs import media_summary, outputs_update, skip_output
-from tasks.records import FramesInfo, MediaSummary, SessionRecord, Status
+from tasks.media.outputs import media_summary, outputs_update, skip_output
+from tasks.media.video import AudioInfo, Extraction, MediaInfo, StreamLoss, VideoInfo
+from tasks.storage.records import FramesInfo, MediaSummary, SessionRecord, Status
 
 SCREEN = VideoInfo(0, "h264", 540, 960, 960, 540, 90, 30.0, 270, 0.0, 9.0)
 MIC = AudioInfo(2, "aac", 48000, 1, 0.0, 9.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.local import max_in_window
-from tasks.ratelimit import Entry, FileLedgerStore, Ledger, RateLimiter
+from tasks.api.ratelimit import Entry, FileLedgerStore, Ledger, RateLimiter
 
 
 class FakeClock:

@@ -27,8 +27,8 @@ from sandbox.world import (
     WORKSPACE_ID,
     onboarding_session_id,
 )
-from tasks.models import NotFound, VideoDownload
-from tasks.results_api import ApiError, ApiUnavailable, BadRequest, ResultsApiClient, open_client
+from tasks.api.client import ApiError, ApiUnavailable, BadRequest, ResultsApiClient, open_client
+from tasks.api.models import NotFound, VideoDownload
 from tasks.settings import load_settings
 
 

@@ -25,8 +25,8 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from sandbox.media import MEDIA_DIR
 from sandbox.media.manifest import load_manifest
-from tasks import transcribe as transcribe_module
-from tasks.transcribe import (
+from tasks.media import transcribe as transcribe_module
+from tasks.media.transcribe import (
     SAMPLE_RATE,
     WINDOW_SECONDS,
     FasterWhisperTranscriber,

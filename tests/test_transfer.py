@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sandbox.local import LocalWorld
-from tasks.transfer import MIB, Link, TransferError, stream_to_s3
+from tasks.storage.transfer import MIB, Link, TransferError, stream_to_s3
 
 PART = 5 * MIB
 BODY = random.Random(7).randbytes(12 * MIB + 12345)

@@ -4,7 +4,7 @@ The entry is written from the design (``cases.py``), never from what the pipelin
 end-to-end test checks the pipeline against the design. Its ``expect`` section is what
 ``tests/test_corpus.py`` asserts; ``contract`` holds the transcript fields that wait on the transcript
 contract (``language``, ``language_probability``, ``language_detected``) landing in
-``tasks/transcribe.py``: with the bundled English-only model every transcript must say "en", not
+``tasks/media/transcribe.py``: with the bundled English-only model every transcript must say "en", not
 detected, whatever was spoken (the Spanish case included).
 """
 

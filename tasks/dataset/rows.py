@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tasks.dataset_tables import FRAMES, SEGMENTS, SESSIONS, TASKS, bucket_of
-from tasks.records import SessionRecord
+from tasks.dataset.tables import FRAMES, SEGMENTS, SESSIONS, TASKS, bucket_of
+from tasks.storage.records import SessionRecord
 
 
 @dataclass(frozen=True)

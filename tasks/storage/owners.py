@@ -1,6 +1,6 @@
 """Who holds a claim, and whether that holder is provably gone.
 
-A run claims a session with a lease (see ``tasks/records.py``). A lease that simply lapses is safe
+A run claims a session with a lease (see ``tasks/storage/records.py``). A lease that simply lapses is safe
 but slow: a run killed with SIGKILL would keep its sessions for the whole lease. So a lease names its
 holder precisely enough to check: the flow run, and the machine and process it runs in. Two checks
 can prove the holder gone before the lease lapses:

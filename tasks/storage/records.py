@@ -6,7 +6,7 @@ and a backfill) cannot overwrite each other's progress. A run *claims* a session
 processing, with a short lease that a background thread renews while it works (:class:`Claim`). A
 run killed mid-work loses its claim when the lease lapses, or at once when its holder is provably
 gone (its process ended on this machine, or Prefect reports its flow run finished; see
-``tasks/owners.py``), so the next run takes the session over.
+``tasks/storage/owners.py``), so the next run takes the session over.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import unpublished
-from tasks.layout import BucketLayout
-from tasks.owners import Holder, RunFinished, holder_gone
+from tasks.dataset import unpublished
+from tasks.storage.layout import BucketLayout
+from tasks.storage.owners import Holder, RunFinished, holder_gone
 
 log = logging.getLogger("ut_pipeline.records")
 
@@ -246,7 +246,7 @@ class RecordStore:
     def put(self, record: SessionRecord, etag: str | None) -> str:
         """Replace the record if it is still at ``etag`` (``None``: only if it does not exist)."""
         record = record.model_copy(update={"updated_at": utcnow()})
-        if record.lease is None:  # settled: the dataset must publish it (see tasks/unpublished.py)
+        if record.lease is None:  # settled: the dataset must publish it (see tasks/dataset/unpublished.py)
             unpublished.mark(self.s3, self.bucket, self.layout, record.session_id, record.updated_at)
         body = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True).encode()
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}

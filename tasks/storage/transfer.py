@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.http import RETRYABLE_TRANSPORT_ERRORS
+from tasks.api.http import RETRYABLE_TRANSPORT_ERRORS
 from tasks.redact import redact
-from tasks.storage import describe_s3_error
+from tasks.storage.s3 import describe_s3_error
 
 log = logging.getLogger("ut_pipeline.transfer")
 

@@ -8,8 +8,8 @@ reads it without this project. Commits are conditional S3 writes (``If-None-Matc
 publishers at once both land, or one finds the other's commit and is retried.
 
 What a publish costs: the changed sessions are known from the markers in ``state/unpublished/``
-(see :mod:`tasks.unpublished`), their inputs are read (up to four small objects each), and each
-table rewrites only the partitions (:func:`~tasks.dataset_tables.bucket_of`) that hold them. A full
+(see :mod:`tasks.dataset.unpublished`), their inputs are read (up to four small objects each), and each
+table rewrites only the partitions (:func:`~tasks.dataset.tables.bucket_of`) that hold them. A full
 rebuild from every record (``publish --full``, and the first publish into an empty prefix) reads
 everything, as the single-file table used to on every run.
 
@@ -38,11 +38,11 @@ import pyarrow as pa
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from tasks import unpublished
-from tasks.dataset_rows import SessionInputs, session_rows
-from tasks.dataset_tables import TABLES, TableSpec, bucket_of
-from tasks.layout import BucketLayout
-from tasks.records import RecordStore, SessionRecord, utcnow
+from tasks.dataset import unpublished
+from tasks.dataset.rows import SessionInputs, session_rows
+from tasks.dataset.tables import TABLES, TableSpec, bucket_of
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import RecordStore, SessionRecord, utcnow
 
 log = logging.getLogger("ut_pipeline.dataset")
 

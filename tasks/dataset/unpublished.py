@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from tasks.layout import BucketLayout
+from tasks.storage.layout import BucketLayout
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 STALE_AFTER = timedelta(hours=1)

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tasks.layout import BucketLayout
-from tasks.records import utcnow
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import utcnow
 
 
 class WatermarkStore:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.media import AudioInfo, Extraction, VideoInfo
-from tasks.records import MediaSummary, SessionRecord
+from tasks.media.video import AudioInfo, Extraction, VideoInfo
+from tasks.storage.records import MediaSummary, SessionRecord
 
 TRANSCRIPT, FRAMES = "transcript", "frames"
 # extract()'s names for what it could not make, and the record outputs they stand for

@@ -18,9 +18,9 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from tasks.layout import BucketLayout
-from tasks.models import SessionSummary
-from tasks.records import utcnow
+from tasks.api.models import SessionSummary
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import utcnow
 
 log = logging.getLogger("ut_pipeline.ingest")
 

@@ -17,11 +17,11 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from tasks.layout import BucketLayout
-from tasks.models import NotFound
-from tasks.records import TaskDetailsInfo, utcnow
+from tasks.api.client import ApiError, ResultsApiClient
+from tasks.api.models import NotFound
 from tasks.redact import redact
-from tasks.results_api import ApiError, ResultsApiClient
+from tasks.storage.layout import BucketLayout
+from tasks.storage.records import TaskDetailsInfo, utcnow
 
 log = logging.getLogger("ut_pipeline.ingest")
 

@@ -1,9 +1,9 @@
 """A polite client of UserTesting's Results API (v2/v3, and v1 workspaces).
 
-Polite means: every request waits for the shared :class:`~tasks.ratelimit.RateLimiter`, so all
+Polite means: every request waits for the shared :class:`~tasks.api.ratelimit.RateLimiter`, so all
 runs on all machines together stay under the per-client quota; a 429 pauses every worker until the
 server's reset; 5xx answers and broken connections are retried with jittered exponential backoff;
-a 404 is an ordinary typed answer (:class:`~tasks.models.NotFound`), never retried; an expired
+a 404 is an ordinary typed answer (:class:`~tasks.api.models.NotFound`), never retried; an expired
 token is refreshed once. Every attempt is reported as an :class:`ApiCall` to the module logger and
 to any observers (the run's API action log), with the path *template*, never a token or a link.
 """
@@ -31,9 +31,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tasks.http import RETRYABLE_TRANSPORT_ERRORS, new_client, transport_reason
-from tasks.layout import BucketLayout, client_key
-from tasks.models import (
+from tasks.api.http import RETRYABLE_TRANSPORT_ERRORS, new_client, transport_reason
+from tasks.api.models import (
     NotFound,
     SessionDetails,
     SessionPage,
@@ -42,10 +41,11 @@ from tasks.models import (
     Workspace,
     WorkspaceStudy,
 )
-from tasks.ratelimit import FileLedgerStore, LedgerStore, RateLimiter, S3LedgerStore
+from tasks.api.ratelimit import FileLedgerStore, LedgerStore, RateLimiter, S3LedgerStore
 from tasks.redact import redact, register_secret
 from tasks.settings import ConfigError, Settings
-from tasks.storage import s3_client
+from tasks.storage.layout import BucketLayout, client_key
+from tasks.storage.s3 import s3_client
 
 log = logging.getLogger("ut_pipeline.api")
 

@@ -3,7 +3,7 @@
 The layout is a contract with the teams that read the bucket; the README documents it.
 
     {prefix}sessions/{session_id}/video.mp4     the session video, byte for byte as UserTesting serves it
-    {prefix}sessions/{session_id}/session.json  where the session stands (see tasks/records.py)
+    {prefix}sessions/{session_id}/session.json  where the session stands (see tasks/storage/records.py)
     {prefix}sessions/{session_id}/vendor-transcript.vtt   UserTesting's own transcript (optional)
     {prefix}sessions/{session_id}/transcript.json|.vtt|.srt   Whisper's transcript
     {prefix}sessions/{session_id}/frames/*.jpg, frames/index.json   interval and scene frames

@@ -1,0 +1,1 @@
+"""The Delta Lake dataset the ML teams read: rows, tables, incremental publishing."""

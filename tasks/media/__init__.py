@@ -1,0 +1,1 @@
+"""What runs on a session's video: ffmpeg probing and extraction, Whisper, the outputs' check."""

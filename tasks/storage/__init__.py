@@ -1,0 +1,1 @@
+"""The working bucket: its layout, session records and leases, watermarks, video transfers."""
