@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.transcription import word_error_rate
+from sandbox.media.score import word_error_rate
 
 # language code -> (espeak-ng voice, text); the first sentences are speech-1's, translated.
 SPEECH = {

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import statistics
 import tempfile
 import time
@@ -52,6 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sandbox.media.score import word_error_rate
+from sandbox.media.score import words as transcript_words
 
 SAMPLE_RATE = 16_000
 ROOM_TONE_DBFS = -60.0
@@ -81,25 +83,6 @@ _WORDS = {
         "log out",
     ),
 }
-
-
-def _words(text: str) -> list[str]:
-    """Lower-case words without punctuation, for comparing transcripts."""
-    return re.findall(r"[\w']+", text.lower())
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / reference length."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    if not ref:
-        return float(bool(hyp))
-    previous = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        current = [i]
-        for j, other in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
-        previous = current
-    return previous[-1] / len(ref)
 
 
 def _read_wav(path: Path) -> np.ndarray:
@@ -425,7 +408,7 @@ def _print_vad(r: dict[str, Any]) -> None:
         f"\nhalf-silent session: {total:.1f} s = {r['speech_seconds']:.1f} s of distinct spoken remarks + as much "
         f"room tone ({ROOM_TONE_DBFS:.0f} dBFS), median of {r['vad_runs']} alternating runs, pipeline transcriber"
     )
-    script_words = len(_words(r["silent_script"]))
+    script_words = len(transcript_words(r["silent_script"]))
     print(
         f"{'VAD':42} {'seconds':>8} {'x real time':>12} {'WER vs script':>14} "
         f"{'words (script ' + str(script_words) + ')':>20} {'words timed in the tone':>24}"
@@ -435,7 +418,7 @@ def _print_vad(r: dict[str, Any]) -> None:
         wer = word_error_rate(r["silent_script"], side["result"])
         print(
             f"{name:42} {side['median']:8.2f} {total / side['median']:12.1f} {wer:14.3f} "
-            f"{len(_words(side['result'])):20d} {side['words_in_tone']:24d}"
+            f"{len(transcript_words(side['result'])):20d} {side['words_in_tone']:24d}"
         )
     agreement = 1 - word_error_rate(vad["off"]["result"], vad["on"]["result"])
     print(f"\nVAD speed-up: {vad['off']['median'] / vad['on']['median']:.2f}x")

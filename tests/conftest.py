@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,7 +15,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.local import LocalWorld, start_local_world
-from sandbox.orchestrator import local_prefect_server
+from sandbox.orchestrator import REPO_ROOT, local_prefect_server
 from tasks.api.client import ResultsApiClient, open_client
 from tasks.settings import load_settings
 
@@ -98,6 +99,20 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """A Prefect server as a process of its own, for workers; yields the environment that reaches it."""
     with local_prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
         yield env
+
+
+def register_deployments(env: dict[str, str], *args: str) -> str:
+    """``python -m deployments.register ARGS`` as ``prefect deploy`` would be run; returns its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "deployments.register", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def ingest_cli(test_id: UUID) -> list[str]:

@@ -26,12 +26,12 @@ from flows.pipeline import reprocess
 from sandbox.corpus import CORPUS_DIR, load_corpus
 from sandbox.corpus.derived import LONG_FILE, long_session
 from sandbox.local import LocalWorld
+from sandbox.media.score import word_error_rate
 from sandbox.world import sandbox_uuid
 from tasks.media.video import SCENE_MIN_GAP
 from tasks.storage.layout import BucketLayout
 from tasks.storage.records import RecordStore, SessionRecord, Status, VideoInfo
 from tests.conftest import isolated_env
-from tests.test_processing import word_error_rate
 
 pytestmark = pytest.mark.slow
 

@@ -8,25 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.local import LocalWorld
+from sandbox.orchestrator import REPO_ROOT
 from sandbox.world import CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
-from tests.conftest import env_for
+from tests.conftest import env_for, register_deployments
 
 
 def test_register_and_run_backfill_through_a_worker(
     prefect_api: dict[str, str], world: LocalWorld, tmp_path: Path
 ) -> None:
     env = {**prefect_api, **env_for(world, tmp_path / "ledger"), "UT_WORK_PREFIX": "deployed/"}
-    root = Path(__file__).resolve().parent.parent
-    register = subprocess.run(
-        [sys.executable, "-m", "deployments.register", "--pool", "test-pool"],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert register.returncode == 0, register.stderr[-3000:]
-    assert "ut-backfill/backfill" in register.stdout and "ut-nightly/nightly" in register.stdout
+    registered = register_deployments(env, "--pool", "test-pool")
+    assert "ut-backfill/backfill" in registered and "ut-nightly/nightly" in registered
 
     script = f"""
 from prefect.client.orchestration import get_client
@@ -48,7 +40,7 @@ with get_client(sync_client=True) as client:
     worker = subprocess.run(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-pool", "--run-once"],
         env=env,
-        cwd=root,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,

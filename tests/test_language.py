@@ -22,11 +22,12 @@ from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
 from sandbox.media.lang import CLIPS, LANG_DIR
 from sandbox.media.manifest import load_manifest
+from sandbox.media.score import word_error_rate
 from tasks.media.transcribe import SAMPLE_RATE, FasterWhisperTranscriber, Transcript, load_transcriber
 from tasks.storage.layout import BucketLayout
 from tasks.storage.records import RecordStore, SessionRecord, Stage, Status, VideoInfo
 from tests.conftest import isolated_env
-from tests.test_transcribe import MAX_WER, MODES, word_error_rate, write_wav
+from tests.test_transcribe import MAX_WER, MODES, write_wav
 
 SPANISH, ENGLISH = LANG_DIR / "es.m4a", MEDIA_DIR / "speech-1.mp4"
 SPEECH = {

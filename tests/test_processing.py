@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
@@ -13,6 +12,7 @@ import pytest
 from flows.pipeline import backfill, reprocess
 from sandbox.local import LocalWorld
 from sandbox.media import MEDIA_DIR
+from sandbox.media.score import word_error_rate
 from sandbox.world import (
     CHECKOUT_CORRUPT_SESSION_ID,
     CHECKOUT_SPEECH_SESSION_IDS,
@@ -27,17 +27,6 @@ from sandbox.world import (
 from tests.conftest import isolated_env
 
 MANIFEST = json.loads((MEDIA_DIR / "manifest.json").read_text())["clips"]
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length, case and punctuation ignored."""
-    ref, hyp = (re.findall(r"[a-z0-9']+", text.lower()) for text in (reference, hypothesis))
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
-    return row[-1] / max(len(ref), 1)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ Each test gets a bucket prefix and workers of its own; the server and the deploy
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -19,9 +17,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowR
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from sandbox.local import LocalWorld
-from sandbox.orchestrator import REPO_ROOT, WorkerFleet
+from sandbox.orchestrator import WorkerFleet
 from sandbox.world import CHECKOUT_CORRUPT_SESSION_ID, CHECKOUT_SPEECH_SESSION_IDS, CHECKOUT_TEST_ID
-from tests.conftest import env_for
+from tests.conftest import env_for, register_deployments
 from tests.test_faults import assert_clean_console, cli, records, start_cli, wait_for
 
 POOL = "scale-process"
@@ -33,16 +31,8 @@ SPEECH = [str(s) for s in CHECKOUT_SPEECH_SESSION_IDS]
 @pytest.fixture(scope="module")
 def registered(prefect_api: dict[str, str]) -> dict[str, str]:
     """The deployments, ``ut-process/cpu`` on its own pool; returns the environment reaching the server."""
-    result = subprocess.run(
-        [sys.executable, "-m", "deployments.register", *POOLS],
-        env=prefect_api,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "registered ut-process/cpu" in result.stdout and repr(POOL) in result.stdout, result.stdout
+    registered = register_deployments(prefect_api, *POOLS)
+    assert "registered ut-process/cpu" in registered and repr(POOL) in registered, registered
     return prefect_api
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import string
 import sys
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from sandbox.media import MEDIA_DIR
 from sandbox.media.manifest import load_manifest
+from sandbox.media.score import word_error_rate
 from tasks.media import transcribe as transcribe_module
 from tasks.media.transcribe import (
     SAMPLE_RATE,
@@ -52,23 +52,6 @@ MODES = {"sequential": 0, "batched": BATCH}
 PAUSE = (7.4, 9.4)
 VTT_TIMING = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
 SRT_TIMING = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2}):(\d{2}):(\d{2}),(\d{3})$")
-
-
-def words_of(text: str) -> list[str]:
-    table = str.maketrans("", "", string.punctuation)
-    return text.lower().translate(table).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference's length, ignoring case and punctuation."""
-    ref, hyp = words_of(reference), words_of(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1] / len(ref)
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:

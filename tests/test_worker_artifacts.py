@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from prefect.utilities.templating import apply_values
 
 from deployments.register import GPU_POOL, PROCESS_ENV, PROCESS_POOL
 from sandbox.orchestrator import REPO_ROOT
+from tests.conftest import register_deployments
 
 TEMPLATE = REPO_ROOT / "deployments" / "kubernetes" / "gpu-job-template.json"
 IMAGES = {"cpu": PROCESS_POOL, "cuda": GPU_POOL}
@@ -65,15 +64,7 @@ def test_a_prefect_server_accepts_the_gpu_pool_and_the_gpu_deployment_on_it(
             client.create_work_pool(
                 WorkPoolCreate(name="k8s-gpu", type="kubernetes", base_job_template=template), overwrite=True
             )
-        result = subprocess.run(
-            [sys.executable, "-m", "deployments.register", "--pool", "k8s-flows", "--gpu-pool", "k8s-gpu"],
-            env=prefect_api,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        register_deployments(prefect_api, "--pool", "k8s-flows", "--gpu-pool", "k8s-gpu")
         with get_client(sync_client=True) as client:
             pool = client.read_work_pool("k8s-gpu")
             deployment = client.read_deployment_by_name("ut-process/gpu")
