@@ -39,7 +39,12 @@ CASES = load_corpus()["cases"]
 NAMES = [*sorted(CASES), LONG_FILE]
 TEST_ID = sandbox_uuid("test/corpus")
 RATE = 1.0  # interval frames per second: the default
-MAX_WER = 0.2
+# Word error rates of the bundled tiny.en. Its int8 decoding differs with the CPU's instruction set
+# (AVX2 or AVX-512 kernels): one clip measured 0.00 on one machine and 0.43 on another. A clip whose
+# audio the pipeline broke (wrong track, silence, shifted) scores near 1.0; the corpus as a whole
+# measured 0.07 on average.
+MAX_CLIP_WER = 0.5
+MAX_MEAN_WER = 0.15
 TIMESTAMP = 0.05  # seconds: an interval frame's time against its tick
 DURATION = 0.15  # seconds: measured length against the design (AAC priming, the last frame)
 NEAR = (0.1, 0.5)  # seconds before a change starts and after it ends within which its scene frame falls
@@ -138,7 +143,7 @@ def test_transcript(run: Run, name: str) -> None:
     if entry["text"] is None:  # room tone only: nothing is said, nothing is made up
         assert transcript["text"].strip() == "" and words == []
     elif entry["expect"]["wer"]:
-        assert word_error_rate(entry["text"], transcript["text"]) <= MAX_WER, transcript["text"]
+        assert word_error_rate(entry["text"], transcript["text"]) <= MAX_CLIP_WER, transcript["text"]
     else:  # another language: the English-only model writes something, accuracy is not its job
         assert transcript["text"].strip()
     if entry["speech_starts"] is not None:  # transcript times are the video's times
@@ -147,6 +152,19 @@ def test_transcript(run: Run, name: str) -> None:
         contract = entry["contract"]
         assert {k: transcript[k] for k in contract} == contract
         assert rec["transcript"]["language"] == contract["language"]
+
+
+def test_transcripts_overall(run: Run) -> None:
+    scored = [
+        n for n in TRANSCRIBED if run.entries[n]["text"] is not None and run.entries[n]["expect"]["wer"]
+    ]
+    rates = {
+        name: word_error_rate(
+            run.entries[name]["text"], run.json(run.record(name)["transcript"]["json_key"])["text"]
+        )
+        for name in scored
+    }
+    assert len(rates) >= 20 and sum(rates.values()) / len(rates) <= MAX_MEAN_WER, rates
 
 
 FRAMED = [n for n in NAMES if n == LONG_FILE or "frames" in CASES[n]["expect"]["outputs"]]
