@@ -154,7 +154,29 @@ class Transcriber(Protocol):
         """Transcribe ``audio`` (any format PyAV decodes), calling ``progress`` as it advances."""
 
 
-class FasterWhisperTranscriber:
+class _Whisper:
+    """What the two backends share once decoding is over: one way to state the language and finish."""
+
+    name: str
+    model_name: str
+    language: str | None  # the configured language; None: detect it (multilingual) or assume "en"
+    multilingual: bool
+
+    def _finish(
+        self,
+        segments: list[Segment],
+        detected: tuple[str, float] | None,
+        duration: float,
+        progress: Progress | None,
+    ) -> Transcript:
+        if progress is not None:
+            progress(duration, duration)
+        text = "".join(segment.text for segment in segments).strip()
+        language = _language(self.language, self.multilingual, detected, segments)
+        return Transcript(text, *language, float(duration), self.model_name, self.name, tuple(segments))
+
+
+class FasterWhisperTranscriber(_Whisper):
     """faster-whisper with word timestamps and Silero VAD, sequential or batched.
 
     ``model`` is a CTranslate2 model folder or a faster-whisper name ("small.en", "large-v3", ...)
@@ -227,19 +249,11 @@ class FasterWhisperTranscriber:
                 segments.append(part)
                 if progress is not None:
                     progress(part.end, duration)
-        if progress is not None:
-            progress(duration, duration)
         detected = (info.language, info.language_probability) if self.language is None else None
-        return _transcript(
-            segments,
-            _language(self.language, self.multilingual, detected, segments),
-            duration,
-            self.model_name,
-            self.name,
-        )
+        return self._finish(segments, detected, duration, progress)
 
 
-class OpenAIWhisperTranscriber:
+class OpenAIWhisperTranscriber(_Whisper):
     """openai-whisper (torch), an optional extra, with word timestamps and faster-whisper's Silero VAD.
 
     ``model`` is a checkpoint file or an openai-whisper name ("tiny.en", "large-v3", ...) whose file
@@ -313,15 +327,7 @@ class OpenAIWhisperTranscriber:
                 prompt = result["text"].strip() or prompt
                 if progress is not None:
                     progress(group[-1]["end"] / SAMPLE_RATE, duration)
-        if progress is not None:
-            progress(duration, duration)
-        return _transcript(
-            segments,
-            _language(self.language, self.multilingual, detected, segments),
-            duration,
-            self.model_name,
-            self.name,
-        )
+        return self._finish(segments, detected, duration, progress)
 
     def _detect_language(self, speech: np.ndarray) -> tuple[str, float]:
         """Whisper's most likely language for the first 30 s of ``speech``, with its probability."""
@@ -537,17 +543,6 @@ def _restore(raw: dict[str, Any], timeline: SpeechTimestampsMap, duration: float
     start = _clamp(timeline.get_original_time(raw["start"]), duration)
     end = _clamp(timeline.get_original_time(raw["end"], is_end=True), duration)
     return Segment(start, end, raw["text"], ())
-
-
-def _transcript(
-    segments: list[Segment],
-    language: tuple[str | None, float | None, bool],
-    duration: float,
-    model: str,
-    backend: str,
-) -> Transcript:
-    text = "".join(segment.text for segment in segments).strip()
-    return Transcript(text, *language, float(duration), model, backend, tuple(segments))
 
 
 def _language(
