@@ -72,7 +72,7 @@ def start_run() -> RunReport:
     check_storage()
     report = RunReport(run_id=_run_id())
     rt.scratch.sweep()
-    rt.client.observers.append(lambda call: _observe(report, call))
+    rt.api_observers.append(lambda call: _observe(report, call))
     report.progress_id = create_progress_artifact(0.0, key="ut-run-progress", description="sessions handled")
     return report
 

@@ -31,7 +31,7 @@ from deployments.register import DEFAULT_CRON, GPU_POOL, PROCESS_POOL, register
 from flows.exitcodes import EXIT_FAILED, EXIT_OK
 from sandbox.local import start_local_world
 from sandbox.world import CHECKOUT_TEST_ID
-from tasks.settings import ConfigError
+from tasks.settings import ConfigError, without_api_credentials
 
 UI_HOME = Path(".work") / "prefect-ui"
 HOST = "127.0.0.1"
@@ -218,7 +218,9 @@ def _serve(stack: ExitStack, port: int, home: Path, logs: Path) -> int:
     process_worker = _start(
         stack,
         [*WORKER_COMMAND, "--pool", PROCESS_POOL, "--name", PROCESS_WORKER_NAME, "--limit", "1"],
-        _child_env(home, api_url, {**world.env, "UT_WORKER_NAME": PROCESS_WORKER_NAME}),
+        _child_env(
+            home, api_url, {**without_api_credentials(world.env), "UT_WORKER_NAME": PROCESS_WORKER_NAME}
+        ),
         logs / "process-worker.log",
     )
     children = {

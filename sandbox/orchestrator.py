@@ -21,6 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.ui import HOST, WORKER_COMMAND, loopback_port, process_groups, stop_tree, wait_for_prefect
+from tasks.settings import without_api_credentials
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ class WorkerFleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
             env = {
-                **self.env,
+                **without_api_credentials(self.env),  # as in production: processing never calls the API
                 "UT_WORKER_NAME": name,
                 "PREFECT_WORKER_QUERY_SECONDS": str(self.poll_seconds),
                 "PREFECT_WORKER_PREFETCH_SECONDS": str(self.poll_seconds),

@@ -19,6 +19,12 @@ DEFAULT_API_BASE_URL = "https://api.use2.usertesting.com"
 DEFAULT_TOKEN_URL = "https://auth.usertesting.com/oauth2/aus1p3vtd8vtm4Bxv0h8/v1/token"
 ENV_PREFIX = "UT_"
 _SECRET_FIELDS = frozenset({"client_secret", "access_token"})
+_API_CREDENTIALS = tuple(f"{ENV_PREFIX}{name.upper()}" for name in ("client_id", *sorted(_SECRET_FIELDS)))
+
+
+def without_api_credentials(env: dict[str, str]) -> dict[str, str]:
+    """``env`` less the UserTesting credentials: for processing workers, which never call the API."""
+    return {name: value for name, value in env.items() if name not in _API_CREDENTIALS}
 
 
 class ConfigError(Exception):

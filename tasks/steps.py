@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.exceptions import MissingContextError
 
-from tasks.api.client import ListProblem, ResultsApiClient, open_client
+from tasks.api.client import ApiCall, ListProblem, ResultsApiClient, open_client
 from tasks.api.http import new_client
 from tasks.api.models import SessionSummary
 from tasks.dataset import publish as dataset
@@ -42,18 +42,42 @@ from tasks.storage.watermarks import WatermarkStore
 
 @dataclass
 class Runtime:
-    """The clients one worker process shares across its tasks."""
+    """The clients one worker process shares across its tasks.
+
+    The Results API client, and the ingestor that uses it, are built on first use: processing
+    workers, ``reprocess`` and ``publish`` make no API call, so they need no API credentials (and a
+    GPU machine is not handed a client secret it never uses).
+    """
 
     settings: Settings
-    client: ResultsApiClient
     s3: Any
     bucket: str
     layout: BucketLayout
-    ingestor: Ingestor
     processor: Processor
     watermarks: WatermarkStore
     scratch: ScratchSpace
     process_concurrency: int  # UT_PROCESS_CONCURRENCY, with "auto" resolved for this machine
+    api_observers: list[Callable[[ApiCall], None]] = field(default_factory=list)  # the client's, once built
+    _client: ResultsApiClient | None = field(default=None, repr=False)
+    _ingestor: Ingestor | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def client(self) -> ResultsApiClient:
+        """The Results API client; raises ``ConfigError`` when no credentials are set."""
+        with self._lock:
+            if self._client is None:
+                self._client = open_client(self.settings, s3=self.s3)
+                self._client.observers = self.api_observers
+            return self._client
+
+    @property
+    def ingestor(self) -> Ingestor:
+        client = self.client
+        with self._lock:
+            if self._ingestor is None:
+                self._ingestor = _ingestor(self.settings, client, self.s3, self.bucket, self.layout)
+            return self._ingestor
 
 
 log = logging.getLogger("ut_pipeline.steps")
@@ -74,24 +98,6 @@ def runtime() -> Runtime:
             )
             bucket = settings.require_bucket()
             layout = BucketLayout(settings.work_prefix)
-            client = open_client(settings, s3=s3)
-            ingestor = Ingestor(
-                client,
-                s3,
-                bucket,
-                layout,
-                new_client(
-                    timeout_seconds=settings.http_timeout_seconds,
-                    max_connections=settings.download_concurrency,
-                ),
-                part_size=settings.part_size_mib * MIB,
-                lease_seconds=settings.session_lease_seconds,
-                late_video_grace=timedelta(hours=settings.late_video_grace_hours),
-                vendor_transcripts=settings.vendor_transcripts,
-                progress=_TransferLog().update,
-                run_finished=prefect_run_finished,
-                session_details=settings.session_details,
-            )
             scratch = ScratchSpace(settings.scratch_dir)
             concurrency = (
                 auto_process_concurrency()
@@ -117,9 +123,30 @@ def runtime() -> Runtime:
             )
             watermarks = WatermarkStore(s3, bucket, layout)
             _runtimes[key] = Runtime(
-                settings, client, s3, bucket, layout, ingestor, processor, watermarks, scratch, concurrency
+                settings, s3, bucket, layout, processor, watermarks, scratch, concurrency
             )
         return _runtimes[key]
+
+
+def _ingestor(
+    settings: Settings, client: ResultsApiClient, s3: Any, bucket: str, layout: BucketLayout
+) -> Ingestor:
+    return Ingestor(
+        client,
+        s3,
+        bucket,
+        layout,
+        new_client(
+            timeout_seconds=settings.http_timeout_seconds, max_connections=settings.download_concurrency
+        ),
+        part_size=settings.part_size_mib * MIB,
+        lease_seconds=settings.session_lease_seconds,
+        late_video_grace=timedelta(hours=settings.late_video_grace_hours),
+        vendor_transcripts=settings.vendor_transcripts,
+        progress=_TransferLog().update,
+        run_finished=prefect_run_finished,
+        session_details=settings.session_details,
+    )
 
 
 def prefect_run_finished(run_id: str) -> bool:

@@ -135,11 +135,13 @@ def test_a_missing_stream_costs_only_its_own_output(world: LocalWorld, processed
 
 
 def test_reprocess_runs_chosen_stages_from_the_bucket_without_api_calls(
-    world: LocalWorld, processed: dict[str, Any]
+    world: LocalWorld, processed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session_id = CHECKOUT_SPEECH_SESSION_IDS[1]
     before = record(world, processed["prefix"], session_id)
     processed["monkeypatch"].setenv("UT_FRAME_RATE", "2")
+    for name in ("UT_CLIENT_ID", "UT_CLIENT_SECRET", "UT_ACCESS_TOKEN"):  # and needs no API credentials
+        monkeypatch.delenv(name, raising=False)
     mark = world.mark()
     summary = reprocess(session_ids=[session_id], stages=["frames"])
     assert summary["counts"] == {"process": {"done": 1}}

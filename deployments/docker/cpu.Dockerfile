@@ -3,7 +3,7 @@
 #   docker build -f deployments/docker/cpu.Dockerfile -t ut-video-pipeline-cpu:0.1.0 .
 # Run one per machine (README, "Scaling out"); the command below is the default:
 #   docker run -d --restart unless-stopped -e PREFECT_API_URL=... -e UT_WORK_BUCKET=... -e AWS_... \
-#     -e UT_CLIENT_ID=... -e UT_CLIENT_SECRET=... -e UT_WORKER_NAME=$(hostname) ut-video-pipeline-cpu:0.1.0
+#     -e UT_WORKER_NAME=$(hostname) ut-video-pipeline-cpu:0.1.0   (no UserTesting credentials: processing never calls the API)
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

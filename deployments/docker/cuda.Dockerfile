@@ -5,7 +5,7 @@
 #   docker build -f deployments/docker/cuda.Dockerfile -t ut-video-pipeline-cuda:0.1.0 .
 # Run one per GPU machine (README, "Scaling out"):
 #   docker run -d --restart unless-stopped --gpus all -e PREFECT_API_URL=... -e UT_WORK_BUCKET=... \
-#     -e AWS_... -e UT_CLIENT_ID=... -e UT_CLIENT_SECRET=... -e UT_WORKER_NAME=$(hostname) \
+#     -e AWS_... -e UT_WORKER_NAME=$(hostname) \
 #     ut-video-pipeline-cuda:0.1.0
 FROM python:3.11.7-slim-bookworm
 
