@@ -144,7 +144,9 @@ class Ingestor:
             return self._fail(claim, describe(exc), outcome, link_requests=link_requests)
         # CreateMultipartUpload is not idempotent: when S3 acted on a request whose answer was lost, the
         # SDK's retry opened a second upload and the first one stays open (and billed) unless aborted here.
-        self._abort_leftover_uploads(sid, "opened by a retried S3 request")
+        # A run that took the session over meanwhile may be uploading: its uploads are not ours to abort.
+        if not claim.lost:
+            self._abort_leftover_uploads(sid, "opened by a retried S3 request")
 
         video = VideoInfo(
             key=result.key,
