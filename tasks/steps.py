@@ -76,7 +76,7 @@ class Runtime:
         client = self.client
         with self._lock:
             if self._ingestor is None:
-                self._ingestor = _ingestor(self.settings, client, self.s3, self.bucket, self.layout)
+                self._ingestor = _build_ingestor(self.settings, client, self.s3, self.bucket, self.layout)
             return self._ingestor
 
 
@@ -128,7 +128,7 @@ def runtime() -> Runtime:
         return _runtimes[key]
 
 
-def _ingestor(
+def _build_ingestor(
     settings: Settings, client: ResultsApiClient, s3: Any, bucket: str, layout: BucketLayout
 ) -> Ingestor:
     return Ingestor(
